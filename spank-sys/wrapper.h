@@ -1,0 +1,3 @@
+/* The one header pyxis-rs binds: everything else comes in through it. */
+#include <slurm/spank.h>
+#include <slurm/slurm_version.h>
