@@ -1,1 +1,16 @@
-//! placeholder
+//! pyxis-rs: a memory-safe, drop-in replacement for NVIDIA's pyxis SPANK plugin.
+//!
+//! Slurm loads `spank_pyxis.so` into srun, sbatch, salloc, slurmd and slurmstepd. This
+//! file only emits the exported ABI; `hooks` dispatches each callback by context,
+//! `core` decides (pure, unit-tested), `sys` acts on the process, and `spank` is the only
+//! code that talks to Slurm.
+#![deny(unsafe_code)]
+
+pub mod core;
+mod error;
+mod hooks;
+pub mod spank;
+mod state;
+pub mod sys;
+
+export_plugin!(name: b"pyxis\0", hooks: crate::hooks);

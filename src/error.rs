@@ -1,0 +1,53 @@
+//! `PluginError`: what a hook can fail with, reported once by the boundary.
+
+use crate::core::args::ArgError;
+use crate::core::config::ConfigError;
+use crate::hooks::stepd::StepError;
+use crate::spank::boundary::Report;
+use crate::spank::options::RegisterError;
+use crate::spank::SpankError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("failed to parse configuration")]
+    Config(#[source] ConfigError),
+    #[error("failed to register arguments")]
+    Register(#[source] RegisterError),
+    #[error(transparent)]
+    Arg(#[from] ArgError),
+    #[error("unknown option index {0}")]
+    UnknownOption(i32),
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error("{what}: {source}")]
+    Spank {
+        what: &'static str,
+        #[source]
+        source: SpankError,
+    },
+    #[error("slurmd: {0}")]
+    Slurmd(#[source] crate::sys::fs::FsError),
+    #[error("epilog: couldn't cleanup pyxis containers for job {job}")]
+    Epilog { job: u32, details: Vec<String> },
+}
+
+impl Report for PluginError {
+    fn details(&self) -> Vec<String> {
+        match self {
+            PluginError::Step(e) => e.details(),
+            PluginError::Epilog { details, .. } => details.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Formats a captured tool log the way pyxis prints it: a header, then each line
+/// indented by four spaces.
+pub fn log_block(header: &str, log: &str) -> Vec<String> {
+    if log.trim().is_empty() {
+        return Vec::new();
+    }
+    std::iter::once(header.to_owned())
+        .chain(log.lines().map(|l| format!("    {l}")))
+        .collect()
+}

@@ -1,0 +1,38 @@
+//! srun (local context) and sbatch/salloc (allocator context): register the options,
+//! apply `PYXIS_CONTAINER_*` defaults, warn about options that have no effect. Nothing
+//! runs on the submission host.
+
+use tracing::error;
+
+use super::{register_options, HookResult};
+use crate::core::config::parse_config;
+use crate::error::PluginError;
+use crate::spank::Spank;
+use crate::state;
+
+/// `allocator`: sbatch/salloc, where `sbatch_support=0` disables the options.
+pub fn init(h: &Spank<'_>, allocator: bool) -> HookResult {
+    // pyxis never parses the plugstack arguments in srun (W21): a bad key then only
+    // surfaced on the compute nodes. Parse them everywhere, so srun fails as clearly.
+    let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
+    let enabled = !allocator || config.sbatch_support;
+    state::with(|s| s.config = Some(config));
+    if enabled {
+        register_options(h)?;
+    }
+    Ok(())
+}
+
+pub fn init_post_opt() -> HookResult {
+    state::with(|s| {
+        for e in s.args.apply_env(|name| std::env::var(name).ok()) {
+            error!("{e}");
+        }
+        if !s.args.enabled() {
+            for warning in s.args.ignored_option_warnings() {
+                error!("{warning}");
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The one panic-catching boundary every `extern "C"` entry point goes through.
+//!
+//! Since Rust 1.81 a panic that reaches an `extern "C"` frame aborts the process, and the
+//! process is srun, slurmd or a root slurmstepd. Every hook and the option callback
+//! therefore run inside `catch_unwind`; an error is reported here, once, as one line with
+//! its cause chain (plus the tool log it carries, if any), and becomes Slurm's `-1`.
+
+use std::ffi::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use spank_sys as sys;
+use tracing::Level;
+
+use super::handle::Spank;
+use super::log;
+
+/// An error a hook can return: reported once by the boundary.
+pub trait Report: std::error::Error {
+    /// Extra lines printed after the error line, such as the captured enroot output
+    /// (`printing enroot log file:` followed by the log, as pyxis does).
+    fn details(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Runs one SPANK hook. `name` only labels an internal error.
+///
+/// # Safety
+/// `raw`, `argc` and `argv` must be the arguments Slurm passed to the calling
+/// `slurm_spank_*` callback.
+pub unsafe fn hook<E: Report>(
+    name: &'static str,
+    raw: sys::spank_t,
+    argc: c_int,
+    argv: *mut *mut c_char,
+    f: fn(&Spank<'_>) -> Result<(), E>,
+) -> c_int {
+    log::install();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: raw, argc and argv are exactly what Slurm passed to the exported hook
+        // that called us, and they are only used during this call.
+        let spank = match unsafe { Spank::from_callback(raw, argc, argv) } {
+            Ok(spank) => spank,
+            Err(e) => {
+                log::emit(Level::ERROR, "", &format!("{name}: {e}"));
+                return -1;
+            }
+        };
+        match f(&spank) {
+            Ok(()) => 0,
+            Err(e) => {
+                report(&e);
+                -1
+            }
+        }
+    }));
+    outcome.unwrap_or_else(|panic| {
+        log::emit(
+            Level::ERROR,
+            "",
+            &format!("internal error in {name}: {}", panic_text(panic.as_ref())),
+        );
+        -1
+    })
+}
+
+/// Runs the option callback: `val` is the option index we registered, `optarg` the
+/// argument (NULL for flags).
+///
+/// # Safety
+/// `optarg` must be NULL or the NUL-terminated string Slurm passed to the callback.
+pub unsafe fn option<E: Report>(
+    val: c_int,
+    optarg: *const c_char,
+    remote: c_int,
+    f: fn(i32, Option<&str>, bool) -> Result<(), E>,
+) -> c_int {
+    log::install();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Slurm passes NULL or the NUL-terminated option argument, valid for the
+        // duration of the callback.
+        let arg = match unsafe { super::options::optarg_to_string(optarg) } {
+            Ok(arg) => arg,
+            Err(e) => {
+                log::emit(Level::ERROR, "", &e.to_string());
+                return -1;
+            }
+        };
+        match f(val, arg.as_deref(), remote != 0) {
+            Ok(()) => 0,
+            Err(e) => {
+                report(&e);
+                -1
+            }
+        }
+    }));
+    outcome.unwrap_or_else(|panic| {
+        log::emit(
+            Level::ERROR,
+            "",
+            &format!(
+                "internal error in option callback: {}",
+                panic_text(panic.as_ref())
+            ),
+        );
+        -1
+    })
+}
+
+/// Prints an error and its sources as one line, then its detail lines.
+pub fn report<E: Report>(e: &E) {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Wrappers often repeat their cause's text; do not print it twice.
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    log::emit(Level::ERROR, "", &line);
+    for detail in e.details() {
+        log::emit(Level::ERROR, "", &detail);
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "panic"
+    }
+}

@@ -1,0 +1,184 @@
+//! Directories and `/proc` files the plugin reads or creates.
+//!
+//! `ensure_user_runtime_dir` runs in slurmstepd as root (`init_post_opt`) and is the fix
+//! for W4: an existing `<runtime_path>/<uid>` is only accepted if it is a real directory
+//! (not a symlink) owned by the job user and closed to others, because the temporary
+//! squashfs and the enroot configuration script of the user's steps live there.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Errors with pyxis's wording where it has one.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("couldn't mkdir {path}: {source}")]
+    Mkdir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("couldn't chown {path}: {source}")]
+    Chown {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a directory owned by uid {uid} with mode 0700 (found {found}); refusing to use it")]
+    Untrusted {
+        path: PathBuf,
+        uid: u32,
+        found: String,
+    },
+    #[error("couldn't read container cwd: {0}")]
+    Cwd(#[source] io::Error),
+    #[error("couldn't read /proc/{pid}/environ: {source}")]
+    Environ {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// slurmd `init`: creates `runtime_path` (mode 0755 regardless of umask; the parent must
+/// exist). An existing directory is accepted.
+pub fn ensure_runtime_root(path: &Path) -> Result<(), FsError> {
+    match fs::DirBuilder::new().mode(0o755).create(path) {
+        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|source| {
+            FsError::Mkdir {
+                path: path.to_owned(),
+                source,
+            }
+        }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(FsError::Mkdir {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// slurmstepd `init_post_opt` (root): `<runtime_path>/<uid>`, mode 0700, owned by the
+/// job user; an existing one must already be exactly that.
+pub fn ensure_user_runtime_dir(
+    runtime_path: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<PathBuf, FsError> {
+    let dir = runtime_path.join(uid.to_string());
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {
+            if let Err(source) = std::os::unix::fs::lchown(&dir, Some(uid), Some(gid)) {
+                let _ = fs::remove_dir(&dir);
+                return Err(FsError::Chown { path: dir, source });
+            }
+            Ok(dir)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(&dir).map_err(|source| FsError::Mkdir {
+                path: dir.clone(),
+                source,
+            })?;
+            let trusted =
+                meta.file_type().is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0;
+            if trusted {
+                Ok(dir)
+            } else {
+                let kind = if meta.file_type().is_symlink() {
+                    "a symlink".to_owned()
+                } else if meta.file_type().is_dir() {
+                    format!(
+                        "a directory owned by uid {} with mode {:04o}",
+                        meta.uid(),
+                        meta.mode() & 0o7777
+                    )
+                } else {
+                    "not a directory".to_owned()
+                };
+                Err(FsError::Untrusted {
+                    path: dir,
+                    uid,
+                    found: kind,
+                })
+            }
+        }
+        Err(source) => Err(FsError::Mkdir { path: dir, source }),
+    }
+}
+
+/// The working directory of a container process, as seen inside the container.
+pub fn process_cwd(pid: u32) -> Result<String, FsError> {
+    let target = fs::read_link(format!("/proc/{pid}/cwd")).map_err(FsError::Cwd)?;
+    target
+        .into_os_string()
+        .into_string()
+        .map_err(|_| FsError::Cwd(io::Error::other("path is not valid UTF-8")))
+}
+
+/// The environment of a process as `(name, value)` pairs; entries without `=` or not in
+/// UTF-8 are skipped.
+pub fn process_environ(pid: u32) -> Result<Vec<(String, String)>, FsError> {
+    let raw = fs::read(format!("/proc/{pid}/environ"))
+        .map_err(|source| FsError::Environ { pid, source })?;
+    Ok(parse_environ(&raw))
+}
+
+fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
+    raw.split(|b| *b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .filter_map(|entry| entry.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environ_parsing_skips_junk() {
+        let raw = b"A=1\0NOEQ\0B=x=y\0=bad\0\xff=1\0";
+        assert_eq!(
+            parse_environ(raw),
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+    }
+
+    #[test]
+    fn own_cwd_and_environ_are_readable() {
+        let pid = std::process::id();
+        assert_eq!(
+            process_cwd(pid).unwrap(),
+            std::env::current_dir().unwrap().to_str().unwrap()
+        );
+        assert!(!process_environ(pid).unwrap().is_empty());
+    }
+
+    #[test]
+    fn user_runtime_dir_is_created_and_checked() {
+        let root = std::env::temp_dir().join(format!("pyxis-rs-fs-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let dir = ensure_user_runtime_dir(&root, uid, gid).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        // Existing and correct: accepted again.
+        ensure_user_runtime_dir(&root, uid, gid).unwrap();
+        // Opened up to others: refused.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            ensure_user_runtime_dir(&root, uid, gid),
+            Err(FsError::Untrusted { .. })
+        ));
+        fs::remove_dir(&dir).unwrap();
+        // A symlink planted in its place: refused.
+        std::os::unix::fs::symlink("/tmp", &dir).unwrap();
+        let err = ensure_user_runtime_dir(&root, uid, gid).unwrap_err();
+        assert!(err.to_string().contains("a symlink"), "{err}");
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

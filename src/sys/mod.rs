@@ -1,0 +1,9 @@
+//! The few places that touch the process or the kernel: running enroot as the user,
+//! the container start handshake, namespaces, the state shared between tasks and the
+//! per-user runtime directory. Decisions live in `crate::core`; these only act.
+
+pub mod container;
+pub mod fs;
+pub mod ns;
+pub mod runner;
+pub mod shm;
