@@ -1,0 +1,133 @@
+//! Names of enroot containers and temporary files (behaviour spec §5.8, §5.2).
+//!
+//! Decides the enroot container name of a step for both container scopes,
+//! the file name of the temporary squashfs under `<runtime_path>/<uid>/`, and
+//! which `enroot list` lines the job epilog removes. Used by slurmstepd
+//! (`user_init`, `task_exit`) and the slurmd job epilog.
+
+use std::fmt;
+
+use crate::core::config::Scope;
+
+/// A Slurm job id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct JobId(pub u32);
+
+/// A Slurm step id (the batch step is `0xfffffffb`, printed as 4294967291).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StepId(pub u32);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The enroot container name (§5.8):
+///
+/// | case | global | job |
+/// |---|---|---|
+/// | named | `pyxis_NAME` | `pyxis_<job>_NAME` |
+/// | unnamed | `pyxis_<job>.<step>` | `pyxis_<job>_<job>.<step>` |
+///
+/// So `--container-name=<job>.<step>` reaches another step's unnamed
+/// container in both scopes, which users and tests rely on.
+pub fn container_name(scope: Scope, job: JobId, name: Option<&str>, step: StepId) -> String {
+    let base = match name {
+        Some(name) => name.to_owned(),
+        None => format!("{job}.{step}"),
+    };
+    match scope {
+        Scope::Global => format!("pyxis_{base}"),
+        Scope::Job => format!("pyxis_{job}_{base}"),
+    }
+}
+
+/// The temporary squashfs file name `<job>.<step>.squashfs`.
+pub fn temp_squashfs_name(job: JobId, step: StepId) -> String {
+    format!("{job}.{step}.squashfs")
+}
+
+/// True when an `enroot list` line is a job-scope container of `job`:
+/// exactly `pyxis_<decimal job>_<rest>` with a non-empty `rest` without
+/// whitespace (what pyxis's `sscanf("pyxis_%u_%*s%n")` plus length check
+/// accepts for well-formed names).
+pub fn epilog_matches(line: &str, job: JobId) -> bool {
+    let Some(rest) = line.strip_prefix("pyxis_") else {
+        return false;
+    };
+    let Some((digits, tail)) = rest.split_once('_') else {
+        return false;
+    };
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u32>().ok() == Some(job.0)
+        && !tail.is_empty()
+        && !tail.chars().any(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let j = JobId(42);
+        let s = StepId(3);
+        let batch = StepId(0xffff_fffb);
+        let cases = [
+            (Scope::Global, Some("foo"), s, "pyxis_foo"),
+            (Scope::Job, Some("foo"), s, "pyxis_42_foo"),
+            (Scope::Global, None, s, "pyxis_42.3"),
+            (Scope::Job, None, s, "pyxis_42_42.3"),
+            (Scope::Global, None, batch, "pyxis_42.4294967291"),
+            (Scope::Global, Some("42.3"), s, "pyxis_42.3"),
+            (Scope::Job, Some("42.3"), s, "pyxis_42_42.3"),
+        ];
+        for (scope, name, step, want) in cases {
+            assert_eq!(container_name(scope, j, name, step), want);
+        }
+        assert_eq!(temp_squashfs_name(j, batch), "42.4294967291.squashfs");
+        assert_eq!(temp_squashfs_name(j, s), "42.3.squashfs");
+    }
+
+    #[test]
+    fn epilog_matching() {
+        let j = JobId(42);
+        let yes = [
+            "pyxis_42_foo",
+            "pyxis_42_42.3",
+            "pyxis_42_a_b",
+            "pyxis_042_x",
+        ];
+        let no = [
+            "pyxis_42",
+            "pyxis_42_",
+            "pyxis_43_foo",
+            "pyxis_420_foo",
+            "pyxis_4_2_foo",
+            "pyxis_foo",
+            "pyxis_42.3",
+            "pyxis__42_foo",
+            "xpyxis_42_foo",
+            "pyxis_42_foo bar",
+            "pyxis_42_foo\t",
+            "pyxis_+42_foo",
+            "pyxis_ 42_foo",
+            "pyxis_99999999999_foo",
+            "",
+        ];
+        for l in yes {
+            assert!(epilog_matches(l, j), "{l}");
+        }
+        for l in no {
+            assert!(!epilog_matches(l, j), "{l}");
+        }
+    }
+}
