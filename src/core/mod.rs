@@ -17,3 +17,4 @@ pub mod list;
 pub mod mount;
 pub mod naming;
 pub mod plan;
+pub mod seccomp;

@@ -41,6 +41,7 @@ use crate::sys::container::{self, StartError};
 use crate::sys::fs::{ensure_user_runtime_dir, process_cwd, process_environ, FsError};
 use crate::sys::ns::{ContainerNamespaces, Kernel, NsError};
 use crate::sys::runner::{self, Credentials, Invocation, RunError};
+use crate::sys::seccomp::{self, SeccompError};
 use crate::sys::shm::{Setup, SharedStep, ShmError};
 
 /// The pyxis release whose behaviour we reproduce (`PYXIS_VERSION` for enroot hooks).
@@ -101,6 +102,8 @@ pub enum StepError {
         #[source]
         source: SpankError,
     },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error("couldn't chdir to {dir}: {source}")]
     Chdir {
         dir: String,
@@ -412,6 +415,9 @@ fn enter_container(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
     ns.join(&mut Kernel).map_err(StepError::Join)?;
     let dir = step.args.workdir.clone().unwrap_or(cwd);
     std::env::set_current_dir(&dir).map_err(|source| StepError::Chdir { dir, source })?;
+    if !ns.privileged() {
+        seccomp::install()?;
+    }
     if shm.lock()?.started() >= step.job.local_tasks {
         if let Err(e) = container::release(helper) {
             error!("couldn't send SIGCONT to container process: {e}");
@@ -502,7 +508,7 @@ fn start(step: &Step, env: &[String]) -> Result<u32, StepError> {
     let conf_path = conf.path.to_string_lossy().into_owned();
     let mut argv = vec!["start", "--conf", &conf_path, &step.name];
     argv.extend(STOP_COMMAND);
-    let started = container::start(&step.enroot(&argv, env), &step.user(), &[]);
+    let started = container::start(&step.enroot(&argv, env), &step.user());
     drop(conf);
     let helper = started.map_err(|source| StepError::Start { source, entrypoint })?;
     if entrypoint && step.args.entrypoint_log == Some(true) {

@@ -5,11 +5,12 @@
 //! `waitpid(WUNTRACED)` tells us so. Its namespaces, cwd and environment are then what
 //! every task of the step joins, and a SIGCONT lets it exit.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::runner::{self, Credentials, Invocation, Running};
+use super::runner::{self, Credentials, DetachedReport, Invocation, Running};
 
 /// Why the helper did not reach its stop.
 #[derive(Debug, thiserror::Error)]
@@ -43,38 +44,50 @@ pub struct Helper {
 }
 
 /// Starts the helper and waits until it stopped itself.
-pub fn start(
-    inv: &Invocation,
-    creds: &Credentials,
-    keep_fds: &[i32],
-) -> Result<Helper, StartError> {
-    let mut running: Running = runner::spawn(inv, creds, keep_fds).map_err(StartError::Spawn)?;
-    let pid = running.child.id();
-    let npid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
-    loop {
-        match waitpid(npid, Some(WaitPidFlag::WUNTRACED)) {
-            Ok(WaitStatus::Stopped(_, _)) => {
-                return Ok(Helper {
-                    pid,
-                    log: running.read_log(),
-                })
-            }
-            Ok(WaitStatus::Exited(_, code)) if code != 0 => {
-                return Err(StartError::Failed {
-                    code,
-                    log: running.read_log(),
-                })
-            }
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
-                return Err(StartError::TooSoon {
-                    log: running.read_log(),
-                })
-            }
-            // Interrupted waits are retried (pyxis gave up on EINTR: W18).
-            Err(nix::Error::EINTR) | Ok(_) => continue,
-            Err(e) => return Err(StartError::Wait(e)),
+///
+/// The helper runs as a grandchild (see [`runner::spawn_detached`]): pyxis forked it from
+/// the creator task, so once the task exec'd the user's program, the helper's exit
+/// delivered a SIGCHLD and left a zombie child the program never started (W13).
+pub fn start(inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StartError::Wait)?;
+    let mut running: Running =
+        runner::spawn_detached(inv, creds, &write).map_err(StartError::Spawn)?;
+    drop(write);
+    let mut buf = [0u8; DetachedReport::SIZE];
+    let got = read_full(&read, &mut buf);
+    // The intermediate process exits right after reporting; reap it.
+    let _ = running.child.wait();
+    if !got {
+        return Err(StartError::Wait(nix::Error::EIO));
+    }
+    let report = DetachedReport::decode(&buf);
+    let log = running.read_log();
+    match report.kind {
+        0 => Ok(Helper {
+            pid: u32::try_from(report.pid).unwrap_or(0),
+            log,
+        }),
+        1 if report.value != 0 => Err(StartError::Failed {
+            code: report.value,
+            log,
+        }),
+        _ => Err(StartError::TooSoon { log }),
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, retrying interrupted reads; false on early EOF.
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        match nix::unistd::read(fd.as_raw_fd(), rest) {
+            Ok(0) => return false,
+            Ok(n) => done += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return false,
         }
     }
+    true
 }
 
 /// Lets a stopped helper finish (`exit 0` after the stop).
@@ -83,4 +96,78 @@ pub fn release(pid: u32) -> nix::Result<()> {
         Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
         Signal::SIGCONT,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn me() -> Credentials {
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        Credentials {
+            uid,
+            gid,
+            groups: vec![gid],
+        }
+    }
+
+    fn sh(script: &str) -> Invocation {
+        Invocation {
+            program: "sh".into(),
+            args: ["-c", script].iter().map(OsString::from).collect(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        }
+    }
+
+    fn stat_field(pid: u32, index: usize) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_whitespace().nth(index).map(str::to_owned)
+    }
+
+    #[test]
+    fn helper_stops_is_not_our_child_and_exits_on_release() {
+        let helper = start(&sh("echo starting; kill -STOP $$; exit 0"), &me()).unwrap();
+        assert_eq!(helper.log, "starting\n");
+        assert_eq!(stat_field(helper.pid, 0).as_deref(), Some("T"));
+        let ppid: u32 = stat_field(helper.pid, 1).unwrap().parse().unwrap();
+        assert_ne!(ppid, std::process::id(), "the helper must not be our child");
+        release(helper.pid).unwrap();
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !matches!(
+                stat_field(helper.pid, 0).as_deref(),
+                Some("T") | Some("S") | Some("R")
+            )
+        });
+        assert!(gone, "helper still alive after SIGCONT");
+    }
+
+    #[test]
+    fn failing_start_reports_code_and_log() {
+        let err = start(
+            &sh("echo '[ERROR] No such file or directory: x' >&2; exit 1"),
+            &me(),
+        )
+        .unwrap_err();
+        match err {
+            StartError::Failed { code, log } => {
+                assert_eq!(code, 1);
+                assert!(log.contains("[ERROR] No such file"), "{log}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exit_zero_before_stopping_is_too_soon() {
+        assert!(matches!(
+            start(&sh("exit 0"), &me()),
+            Err(StartError::TooSoon { .. })
+        ));
+    }
 }

@@ -6,4 +6,5 @@ pub mod container;
 pub mod fs;
 pub mod ns;
 pub mod runner;
+pub mod seccomp;
 pub mod shm;

@@ -137,6 +137,12 @@ impl ContainerNamespaces {
         })
     }
 
+    /// True when the container shares our user namespace (enroot's privileged mode):
+    /// such tasks keep real root and get no seccomp filter.
+    pub fn privileged(&self) -> bool {
+        self.user.is_none()
+    }
+
     /// Joins every open namespace in pyxis's order: user, cgroup, mount, ipc, uts, net.
     /// Joining the mount namespace also moves root and cwd to the container's root.
     pub fn join(&self, ops: &mut impl NsOps) -> Result<(), NsError> {

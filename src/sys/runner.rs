@@ -145,6 +145,54 @@ pub fn run(inv: &Invocation, creds: &Credentials) -> Result<String, RunError> {
 /// Starts `inv` as `creds` with stdout+stderr captured. `keep_fds` are inherited by the
 /// child (everything else above stderr is closed at exec).
 pub fn spawn(inv: &Invocation, creds: &Credentials, keep_fds: &[i32]) -> Result<Running, RunError> {
+    spawn_with(inv, creds, keep_fds, None)
+}
+
+/// Like [`spawn`], but the command runs as a *grandchild*: the direct child only waits
+/// for it to stop or exit, reports that on `report` as [`DetachedReport`] bytes and
+/// exits. The command is then reparented away from the caller, which is what the
+/// container helper needs (W13): the creator task later execs the user's program, which
+/// must not inherit a child it never started.
+pub fn spawn_detached(
+    inv: &Invocation,
+    creds: &Credentials,
+    report: &OwnedFd,
+) -> Result<Running, RunError> {
+    spawn_with(inv, creds, &[], Some(report.as_raw_fd()))
+}
+
+/// What the intermediate process of [`spawn_detached`] writes: the grandchild's pid,
+/// then how it ended up (0 stopped, 1 exited with `value`, 2 killed by signal `value`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetachedReport {
+    pub pid: i32,
+    pub kind: i32,
+    pub value: i32,
+}
+
+impl DetachedReport {
+    pub const SIZE: usize = 12;
+
+    pub fn decode(buf: &[u8; Self::SIZE]) -> DetachedReport {
+        let word = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(buf.get(i..i + 4).unwrap_or(&[0; 4]));
+            i32::from_ne_bytes(w)
+        };
+        DetachedReport {
+            pid: word(0),
+            kind: word(4),
+            value: word(8),
+        }
+    }
+}
+
+fn spawn_with(
+    inv: &Invocation,
+    creds: &Credentials,
+    keep_fds: &[i32],
+    detach_report: Option<i32>,
+) -> Result<Running, RunError> {
     tracing::debug!("running enroot command: \"{}\"", inv.display());
     let log: OwnedFd = memfd_create(c"enroot-log", MemFdCreateFlag::MFD_CLOEXEC)
         .map_err(|e| RunError::Log(e.into()))?;
@@ -166,6 +214,7 @@ pub fn spawn(inv: &Invocation, creds: &Credentials, keep_fds: &[i32]) -> Result<
         gid: creds.gid,
         groups: creds.groups.clone(),
         keep_fds: keep_fds.to_vec(),
+        detach_report,
     };
     // SAFETY: the closure only makes async-signal-safe syscalls (open/write/close,
     // close_range, fcntl, setgroups, setresgid, setresuid) on data prepared before the
@@ -191,6 +240,8 @@ struct ChildSetup {
     gid: u32,
     groups: Vec<u32>,
     keep_fds: Vec<i32>,
+    /// Write end of the report pipe of a detached start.
+    detach_report: Option<i32>,
 }
 
 impl ChildSetup {
@@ -246,7 +297,54 @@ impl ChildSetup {
                 return Err(std::io::Error::last_os_error());
             }
         }
+        if let Some(report) = self.detach_report {
+            self.detach(report)?;
+        }
         Ok(())
+    }
+
+    /// Forks once more: the grandchild returns and execs; this process waits for it to
+    /// stop or end, writes a [`DetachedReport`] and exits without returning.
+    fn detach(&self, report: i32) -> std::io::Result<()> {
+        // SAFETY: fork is async-signal-safe; the child continues with the exec path.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: the grandchild must not keep the report pipe open.
+            unsafe { libc::close(report) };
+            return Ok(());
+        }
+        let mut status: libc::c_int = 0;
+        let (kind, value) = loop {
+            // SAFETY: waiting for our own child; WUNTRACED reports its self-stop.
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+            if rc == pid {
+                if libc::WIFSTOPPED(status) {
+                    break (0, libc::WSTOPSIG(status));
+                } else if libc::WIFEXITED(status) {
+                    break (1, libc::WEXITSTATUS(status));
+                } else if libc::WIFSIGNALED(status) {
+                    break (2, libc::WTERMSIG(status));
+                }
+            } else if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+            {
+                break (2, 0);
+            }
+        };
+        let mut buf = [0u8; DetachedReport::SIZE];
+        for (i, word) in [pid, kind, value].iter().enumerate() {
+            if let Some(slot) = buf.get_mut(i * 4..i * 4 + 4) {
+                slot.copy_from_slice(&word.to_ne_bytes());
+            }
+        }
+        // SAFETY: write to the inherited pipe, then leave without running any Rust
+        // code of the parent image (no destructors, no return into std's exec path).
+        unsafe {
+            let _ = libc::write(report, buf.as_ptr().cast(), buf.len());
+            libc::_exit(0);
+        }
     }
 }
 
