@@ -18,10 +18,19 @@ pub struct Insn {
 }
 
 // Classic BPF opcodes (linux/bpf_common.h) and seccomp return values (linux/seccomp.h).
-const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
-const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
-const AND_K: u16 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
-const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const BPF_LD: u16 = 0x00;
+const BPF_W: u16 = 0x00;
+const BPF_ABS: u16 = 0x20;
+const BPF_ALU: u16 = 0x04;
+const BPF_AND: u16 = 0x50;
+const BPF_JMP: u16 = 0x05;
+const BPF_JEQ: u16 = 0x10;
+const BPF_K: u16 = 0x00;
+const BPF_RET: u16 = 0x06;
+const LD_W_ABS: u16 = BPF_LD | BPF_W | BPF_ABS;
+const JEQ_K: u16 = BPF_JMP | BPF_JEQ | BPF_K;
+const AND_K: u16 = BPF_ALU | BPF_AND | BPF_K;
+const RET_K: u16 = BPF_RET | BPF_K;
 pub const RET_ALLOW: u32 = 0x7fff_0000;
 /// `SECCOMP_RET_ERRNO` with errno 0: the call "succeeds" without running.
 pub const RET_FAKE_SUCCESS: u32 = 0x0005_0000;
