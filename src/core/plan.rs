@@ -127,3 +127,101 @@ mod tests {
         );
     }
 }
+
+/// How the image of a new container is fetched (pyxis §5.10-§5.12).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// A squashfs file on the node: `enroot create` from it (or start it directly).
+    Squashfs(String),
+    /// `enroot import --output <temp squashfs> <uri>`, then `enroot create`.
+    Import { uri: String },
+    /// `enroot load --name <name> <uri>`: straight to a root filesystem (enroot >= 4.0).
+    Load { uri: String },
+    /// The admin's importer program: `get <uri>` prints a squashfs path.
+    Importer { uri: String },
+}
+
+impl Fetch {
+    /// Chooses the method: `importer=` wins for registry images, then
+    /// `use_enroot_load=1` except for `dockerd://` (load cannot read the local daemon).
+    pub fn choose(
+        source: super::image::ImageSource,
+        use_enroot_load: bool,
+        importer: bool,
+    ) -> Fetch {
+        match source {
+            super::image::ImageSource::Squashfs(path) => Fetch::Squashfs(path),
+            super::image::ImageSource::Registry { uri } if importer => Fetch::Importer { uri },
+            super::image::ImageSource::Registry { uri }
+                if use_enroot_load && !uri.starts_with("dockerd://") =>
+            {
+                Fetch::Load { uri }
+            }
+            super::image::ImageSource::Registry { uri } => Fetch::Import { uri },
+        }
+    }
+
+    /// Whether `use_squashfuse=1` starts the container straight from the squashfs file
+    /// (no `enroot create`, nothing to remove): only for unnamed containers that are not
+    /// saved, and only when there is a squashfs file (a path or the importer's output).
+    pub fn direct_start(&self, use_squashfuse: bool, named: bool, save: bool) -> bool {
+        use_squashfuse
+            && !named
+            && !save
+            && matches!(self, Fetch::Squashfs(_) | Fetch::Importer { .. })
+    }
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::super::image::ImageSource;
+    use super::*;
+
+    fn reg(uri: &str) -> ImageSource {
+        ImageSource::Registry { uri: uri.into() }
+    }
+
+    #[test]
+    fn method_choice_follows_pyxis() {
+        assert_eq!(
+            Fetch::choose(reg("docker://a"), false, false),
+            Fetch::Import {
+                uri: "docker://a".into()
+            }
+        );
+        assert_eq!(
+            Fetch::choose(reg("docker://a"), true, false),
+            Fetch::Load {
+                uri: "docker://a".into()
+            }
+        );
+        assert_eq!(
+            Fetch::choose(reg("dockerd://a"), true, false),
+            Fetch::Import {
+                uri: "dockerd://a".into()
+            }
+        );
+        assert_eq!(
+            Fetch::choose(reg("docker://a"), true, true),
+            Fetch::Importer {
+                uri: "docker://a".into()
+            }
+        );
+        assert_eq!(
+            Fetch::choose(ImageSource::Squashfs("/x.sqsh".into()), true, true),
+            Fetch::Squashfs("/x.sqsh".into())
+        );
+    }
+
+    #[test]
+    fn direct_start_only_for_unnamed_unsaved_files() {
+        let sq = Fetch::Squashfs("/x".into());
+        assert!(sq.direct_start(true, false, false));
+        assert!(!sq.direct_start(false, false, false));
+        assert!(!sq.direct_start(true, true, false));
+        assert!(!sq.direct_start(true, false, true));
+        assert!(Fetch::Importer { uri: "u".into() }.direct_start(true, false, false));
+        assert!(!Fetch::Import { uri: "u".into() }.direct_start(true, false, false));
+        assert!(!Fetch::Load { uri: "u".into() }.direct_start(true, false, false));
+    }
+}

@@ -23,22 +23,23 @@ use tracing::{debug, error, info};
 
 use super::{register_options, HookResult};
 use crate::core::args::Args;
+use crate::core::args::NameFlag;
 use crate::core::conf_script::ConfScript;
 use crate::core::config::{parse_config, Config, Scope};
 use crate::core::envfilter::{
     enroot_env, pytorch_remap, task_env_overrides, EnrootEnvInput, EnvAction, LOCALE_VARS,
 };
-use crate::core::image::{classify, ImageSource};
+use crate::core::image::classify;
 use crate::core::list::{find_container, ContainerState, ListError};
 use crate::core::mount::{add_unique, batch_script_mount};
 use crate::core::naming::{container_name, temp_squashfs_name, JobId, StepId};
-use crate::core::plan::{decide_named, Decision, PlanError};
+use crate::core::plan::{decide_named, Decision, Fetch, PlanError};
 use crate::error::{log_block, PluginError};
 use crate::spank::log::{USER, USER_RAW};
 use crate::spank::{Spank, SpankError};
 use crate::state;
 use crate::sys::container::{self, StartError};
-use crate::sys::fs::{ensure_user_runtime_dir, process_cwd, process_environ, FsError};
+use crate::sys::fs::{ensure_user_runtime_dir, process_cwd, process_environ, FsError, NameLock};
 use crate::sys::ns::{ContainerNamespaces, Kernel, NsError};
 use crate::sys::runner::{self, Credentials, Invocation, RunError};
 use crate::sys::seccomp::{self, SeccompError};
@@ -86,6 +87,16 @@ pub enum StepError {
         source: StartError,
         entrypoint: bool,
     },
+    #[error("{what}")]
+    Importer {
+        what: String,
+        #[source]
+        source: RunError,
+    },
+    #[error("importer did not return a squashfs path")]
+    ImporterNoPath { importer: String, log: String },
+    #[error(transparent)]
+    NameLock(#[from] crate::sys::fs::LockError),
     #[error("container was not started successfully by another task")]
     NotStarted,
     #[error("couldn't get container namespaces")]
@@ -141,6 +152,11 @@ impl StepError {
                 ));
                 lines
             }
+            StepError::Importer { source, .. } => log_block(
+                "printing importer log file:",
+                source.log().unwrap_or_default(),
+            ),
+            StepError::ImporterNoPath { log, .. } => log_block("printing importer log file:", log),
             _ => Vec::new(),
         }
     }
@@ -163,8 +179,8 @@ struct JobInfo {
 
 /// How this step gets its container.
 enum Plan {
-    /// Create the filesystem from the image, then start it.
-    Create(ImageSource),
+    /// Fetch the image and create the filesystem (or start the file directly), then start.
+    Create(Fetch),
     /// Start from the existing filesystem of a named container.
     ReuseRootfs,
     /// Join a running named container; its namespaces were opened in `user_init`.
@@ -181,6 +197,9 @@ pub struct Step {
     name: String,
     named: bool,
     plan: Option<Plan>,
+    /// use_squashfuse: started straight from a squashfs file; the helper must stay
+    /// alive for the whole step and there is no filesystem to remove.
+    direct: bool,
     shm: Option<SharedStep>,
     /// The job environment at `user_init`: what every task starts from.
     job_env: Vec<String>,
@@ -224,6 +243,7 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
             name: String::new(),
             named: false,
             plan: None,
+            direct: false,
             shm: None,
             job_env: Vec::new(),
             deferred: None,
@@ -332,19 +352,24 @@ fn prepare(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
                     info!("reusing existing container filesystem");
                     Plan::ReuseRootfs
                 }
-                Decision::Create => {
-                    Plan::Create(classify(step.args.image.as_deref().unwrap_or_default()))
-                }
+                Decision::Create => Plan::Create(step.fetch()),
             }
         }
         None => {
             step.name = container_name(scope, job, None, stepid);
-            Plan::Create(classify(step.args.image.as_deref().unwrap_or_default()))
+            Plan::Create(step.fetch())
         }
     };
     if matches!(plan, Plan::Attach(_)) && !step.args.mounts.is_empty() {
         tracing::error!(target: USER, "ignoring --container-mounts when attaching to a running container");
         step.args.mounts.clear();
+    }
+    if let Plan::Create(fetch) = &plan {
+        step.direct = fetch.direct_start(
+            step.config.use_squashfuse,
+            step.named,
+            step.args.save.is_some(),
+        );
     }
     step.plan = Some(plan);
     Ok(())
@@ -418,7 +443,8 @@ fn enter_container(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
     if !ns.privileged() {
         seccomp::install()?;
     }
-    if shm.lock()?.started() >= step.job.local_tasks {
+    // The last task lets the helper exit, except when it holds a squashfuse mount.
+    if shm.lock()?.started() >= step.job.local_tasks && !step.direct {
         if let Err(e) = container::release(helper) {
             error!("couldn't send SIGCONT to container process: {e}");
         }
@@ -428,28 +454,93 @@ fn enter_container(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
 
 /// The creator task: create the filesystem if needed, then start the helper.
 fn create_and_start(step: &Step, task_env: &[String]) -> Result<u32, StepError> {
-    if let Some(Plan::Create(source)) = &step.plan {
-        let started = Instant::now();
-        create(step, source, task_env)?;
-        info!(
-            "completed container setup in {} ms",
-            started.elapsed().as_millis()
-        );
+    // Steps of this user on this node that create or start the same named container are
+    // serialised, so neither enroot's "File already exists" nor its 30 s rootfs lock can
+    // fail one of them (W2).
+    let _lock = if step.named {
+        Some(NameLock::acquire(&step.runtime_dir, &step.name)?)
+    } else {
+        None
+    };
+    let target = match &step.plan {
+        Some(Plan::Create(fetch)) => {
+            if step.named && created_meanwhile(step, task_env)? {
+                StartTarget::Name
+            } else {
+                let started = Instant::now();
+                let target = create(step, fetch, task_env)?;
+                if matches!(target, StartTarget::Name) {
+                    info!(
+                        "completed container setup in {} ms",
+                        started.elapsed().as_millis()
+                    );
+                }
+                target
+            }
+        }
+        _ => StartTarget::Name,
+    };
+    let started = start(step, task_env, &target);
+    if let (Err(_), Some(Plan::Create(Fetch::Importer { .. })), true) =
+        (&started, &step.plan, step.direct)
+    {
+        importer_release(step, task_env);
     }
-    start(step, task_env)
+    started
 }
 
-fn create(step: &Step, source: &ImageSource, env: &[String]) -> Result<(), StepError> {
+/// What `enroot start` is given.
+enum StartTarget {
+    /// The container by name.
+    Name,
+    /// A squashfs file started directly (use_squashfuse).
+    File(String),
+}
+
+/// Under the name lock: did another step create the container after our `user_init`
+/// looked? Then its filesystem is reused, unless `:create` demanded a new one.
+fn created_meanwhile(step: &Step, env: &[String]) -> Result<bool, StepError> {
+    let out =
+        runner::run(&step.enroot(&["list", "-f"], env), &step.user()).map_err(StepError::List)?;
+    match find_container(&out, &step.name)? {
+        ContainerState::Absent => Ok(false),
+        _ if step
+            .args
+            .name
+            .as_ref()
+            .is_some_and(|n| n.flag == NameFlag::Create) =>
+        {
+            Err(PlanError::CreateExists.into())
+        }
+        _ => {
+            info!("reusing existing container filesystem");
+            Ok(true)
+        }
+    }
+}
+
+fn create(step: &Step, fetch: &Fetch, env: &[String]) -> Result<StartTarget, StepError> {
     let image = step.args.image.clone().unwrap_or_default();
-    let squashfs = match source {
-        ImageSource::Squashfs(path) => path.clone(),
-        ImageSource::Registry { uri } => {
+    let announce = || {
+        if step.job.total_tasks <= 1 {
+            tracing::error!(target: USER, "importing docker image: {image}");
+        }
+    };
+    let import_failed = |source| StepError::Enroot {
+        what: format!("failed to import docker image: {image}"),
+        source,
+    };
+    match fetch {
+        Fetch::Squashfs(path) if step.direct => {
+            info!("skipping container creation (squashfuse enabled)");
+            Ok(StartTarget::File(path.clone()))
+        }
+        Fetch::Squashfs(path) => create_from(step, path, env).map(|()| StartTarget::Name),
+        Fetch::Import { uri } => {
+            announce();
             let tmp = step.temp_squashfs();
             // A killed step may have left it behind (W3); import refuses to overwrite.
             let _ = std::fs::remove_file(&tmp);
-            if step.job.total_tasks <= 1 {
-                tracing::error!(target: USER, "importing docker image: {image}");
-            }
             let out = tmp.to_string_lossy().into_owned();
             let imported = runner::run(
                 &step.enroot(&["import", "--output", &out, uri], env),
@@ -457,15 +548,48 @@ fn create(step: &Step, source: &ImageSource, env: &[String]) -> Result<(), StepE
             );
             if let Err(source) = imported {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(StepError::Enroot {
-                    what: format!("failed to import docker image: {image}"),
-                    source,
-                });
+                return Err(import_failed(source));
             }
             tracing::error!(target: USER, "imported docker image: {image}");
-            out
+            let created = create_from(step, &out, env);
+            if let Err(e) = std::fs::remove_file(&tmp) {
+                info!("could not remove squashfs {out}: {e}");
+            }
+            created.map(|()| StartTarget::Name)
         }
-    };
+        Fetch::Load { uri } => {
+            announce();
+            let mut argv = vec!["load"];
+            if !step.named {
+                argv.push("--force");
+            }
+            argv.extend(["--name", &step.name, uri]);
+            runner::run(&step.enroot(&argv, env), &step.user()).map_err(import_failed)?;
+            tracing::error!(target: USER, "imported docker image: {image}");
+            Ok(StartTarget::Name)
+        }
+        Fetch::Importer { uri } => {
+            announce();
+            let path = match importer_get(step, uri, env) {
+                Ok(path) => path,
+                Err(e) => {
+                    importer_release(step, env);
+                    return Err(e);
+                }
+            };
+            tracing::error!(target: USER, "imported docker image: {image}");
+            if step.direct {
+                info!("using importer squashfs directly: {path}");
+                return Ok(StartTarget::File(path));
+            }
+            let created = create_from(step, &path, env);
+            importer_release(step, env);
+            created.map(|()| StartTarget::Name)
+        }
+    }
+}
+
+fn create_from(step: &Step, squashfs: &str, env: &[String]) -> Result<(), StepError> {
     info!("creating container filesystem: {}", step.name);
     // An unnamed container is ours alone: a leftover of a killed or requeued incarnation
     // of this step is replaced instead of failing with "File already exists" (W3).
@@ -473,21 +597,60 @@ fn create(step: &Step, source: &ImageSource, env: &[String]) -> Result<(), StepE
     if !step.named {
         argv.push("--force");
     }
-    argv.extend(["--name", &step.name, &squashfs]);
-    let created = runner::run(&step.enroot(&argv, env), &step.user());
-    if matches!(source, ImageSource::Registry { .. }) {
-        if let Err(e) = std::fs::remove_file(&squashfs) {
-            info!("could not remove squashfs {squashfs}: {e}");
-        }
-    }
-    created.map(drop).map_err(|source| StepError::Enroot {
-        what: format!("failed to create container filesystem for image: {image}"),
-        source,
-    })
+    argv.extend(["--name", &step.name, squashfs]);
+    runner::run(&step.enroot(&argv, env), &step.user())
+        .map(drop)
+        .map_err(|source| StepError::Enroot {
+            what: format!(
+                "failed to create container filesystem for image: {}",
+                step.args.image.as_deref().unwrap_or_default()
+            ),
+            source,
+        })
 }
 
-fn start(step: &Step, env: &[String]) -> Result<u32, StepError> {
-    info!("starting container: {}", step.name);
+/// `importer get <uri>`: the first line of its stdout is the squashfs path (§5.11).
+fn importer_get(step: &Step, uri: &str, env: &[String]) -> Result<String, StepError> {
+    let image = step.args.image.clone().unwrap_or_default();
+    let importer = step.importer_path();
+    let inv = step.importer(&["get", uri], env);
+    debug!("running importer command: {}", inv.display());
+    let failed = |source| StepError::Importer {
+        what: format!("failed to import docker image: {image} (importer: {importer})"),
+        source,
+    };
+    let (stdout, log) = runner::run_split(&inv, &step.user()).map_err(failed)?;
+    let path = stdout.lines().next().unwrap_or_default().to_owned();
+    if path.is_empty() {
+        return Err(StepError::ImporterNoPath { importer, log });
+    }
+    debug!("importer squashfs path: {path}");
+    Ok(path)
+}
+
+/// `importer release`; idempotent by contract, called again in cleanup. Never fatal.
+fn importer_release(step: &Step, env: &[String]) {
+    let inv = step.importer(&["release"], env);
+    debug!("running importer command: {}", inv.display());
+    if let Err(e) = runner::run(&inv, &step.user()) {
+        info!("could not call importer release: {e}");
+        for line in log_block("printing importer log file:", e.log().unwrap_or_default()) {
+            info!("{line}");
+        }
+    }
+}
+
+fn start(step: &Step, env: &[String], target: &StartTarget) -> Result<u32, StepError> {
+    let target = match target {
+        StartTarget::Name => {
+            info!("starting container: {}", step.name);
+            step.name.as_str()
+        }
+        StartTarget::File(path) => {
+            info!("starting container from squashfs: {path}");
+            path.as_str()
+        }
+    };
     check_mount_sources(step)?;
     let entrypoint = step
         .args
@@ -506,7 +669,7 @@ fn start(step: &Step, env: &[String]) -> Result<u32, StepError> {
     }
     let conf = ConfFile::write(&step.runtime_dir, step.job.job, step.job.step, &script)?;
     let conf_path = conf.path.to_string_lossy().into_owned();
-    let mut argv = vec!["start", "--conf", &conf_path, &step.name];
+    let mut argv = vec!["start", "--conf", &conf_path, target];
     argv.extend(STOP_COMMAND);
     let started = container::start(&step.enroot(&argv, env), &step.user());
     drop(conf);
@@ -641,7 +804,10 @@ fn cleanup(step: &Step) {
         }
     }
     ConfFile::sweep(&step.runtime_dir, step.job.job, step.job.step);
-    if !step.named && step.plan.is_some() {
+    if let Some(Plan::Create(Fetch::Importer { .. })) = &step.plan {
+        importer_release(step, &step.job_env);
+    }
+    if !step.named && !step.direct && step.plan.is_some() {
         info!("removing container filesystem: {}", step.name);
         let removed = runner::run(
             &step.enroot(&["remove", "-f", &step.name], &step.job_env),
@@ -684,6 +850,31 @@ impl Step {
             gid: self.job.gid,
             groups: self.job.groups.clone(),
         }
+    }
+
+    /// How the image is fetched, from the options and the configuration.
+    fn fetch(&self) -> Fetch {
+        let source = classify(self.args.image.as_deref().unwrap_or_default());
+        Fetch::choose(
+            source,
+            self.config.use_enroot_load,
+            self.config.importer.is_some(),
+        )
+    }
+
+    fn importer_path(&self) -> String {
+        self.config
+            .importer
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// An importer command line: same environment as enroot (§5.11), no PATH search.
+    fn importer(&self, argv: &[&str], job_env: &[String]) -> Invocation {
+        let mut inv = self.enroot(argv, job_env);
+        inv.program = self.importer_path().into();
+        inv
     }
 
     fn temp_squashfs(&self) -> PathBuf {

@@ -41,6 +41,71 @@ pub enum FsError {
     },
 }
 
+/// Why a named container's lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("couldn't open container lock {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("timed out after {secs} s waiting for another step using container {name}")]
+    Timeout { name: String, secs: u64 },
+}
+
+/// An exclusive per-user, per-node lock on one named container, held while a step
+/// creates or starts it (W2). The kernel drops it if the holder dies.
+pub struct NameLock {
+    _file: nix::fcntl::Flock<fs::File>,
+}
+
+/// How long a step waits for other steps using the same named container. Creating a
+/// large image can take minutes; this only bounds a hung holder.
+const NAME_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+impl NameLock {
+    /// Takes `<dir>/<name>.lock` (created 0600, never through a symlink).
+    pub fn acquire(dir: &Path, name: &str) -> Result<NameLock, LockError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(format!("{name}.lock"));
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let started = std::time::Instant::now();
+        loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => return Ok(NameLock { _file: locked }),
+                Err((f, nix::Error::EWOULDBLOCK)) | Err((f, nix::Error::EINTR)) => {
+                    if started.elapsed() > NAME_LOCK_TIMEOUT {
+                        return Err(LockError::Timeout {
+                            name: name.to_owned(),
+                            secs: NAME_LOCK_TIMEOUT.as_secs(),
+                        });
+                    }
+                    file = f;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err((_, e)) => {
+                    return Err(LockError::Open {
+                        path,
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+    }
+}
+
 /// slurmd `init`: creates `runtime_path` (mode 0755 regardless of umask; the parent must
 /// exist). An existing directory is accepted.
 pub fn ensure_runtime_root(path: &Path) -> Result<(), FsError> {
@@ -136,6 +201,20 @@ fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_lock_is_exclusive_and_released_on_drop() {
+        let dir = std::env::temp_dir().join(format!("pyxis-rs-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let held = NameLock::acquire(&dir, "pyxis_x").unwrap();
+        // A second open file description cannot take it while held.
+        let other = fs::File::open(dir.join("pyxis_x.lock")).unwrap();
+        let busy = nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock);
+        assert!(busy.is_err());
+        drop(held);
+        NameLock::acquire(&dir, "pyxis_x").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn environ_parsing_skips_junk() {

@@ -94,6 +94,8 @@ impl RunError {
 pub struct Running {
     pub child: Child,
     log: File,
+    /// Set when stdout is captured apart from the log.
+    stdout: Option<File>,
     program: String,
 }
 
@@ -145,7 +147,21 @@ pub fn run(inv: &Invocation, creds: &Credentials) -> Result<String, RunError> {
 /// Starts `inv` as `creds` with stdout+stderr captured. `keep_fds` are inherited by the
 /// child (everything else above stderr is closed at exec).
 pub fn spawn(inv: &Invocation, creds: &Credentials, keep_fds: &[i32]) -> Result<Running, RunError> {
-    spawn_with(inv, creds, keep_fds, None)
+    spawn_with(inv, creds, keep_fds, None, false)
+}
+
+/// Runs `inv` to completion with stdout kept apart from the log (stderr): the importer
+/// protocol answers on stdout. Returns `(stdout, log)`.
+pub fn run_split(inv: &Invocation, creds: &Credentials) -> Result<(String, String), RunError> {
+    let mut running = spawn_with(inv, creds, &[], None, true)?;
+    let pid = running.child.id();
+    let status = running
+        .child
+        .wait()
+        .map_err(|source| RunError::Wait { pid, source })?;
+    let stdout = running.stdout.as_mut().map(read_all).unwrap_or_default();
+    let log = running.read_log();
+    status_result(&running.program, status, log).map(|log| (stdout, log))
 }
 
 /// Like [`spawn`], but the command runs as a *grandchild*: the direct child only waits
@@ -158,7 +174,7 @@ pub fn spawn_detached(
     creds: &Credentials,
     report: &OwnedFd,
 ) -> Result<Running, RunError> {
-    spawn_with(inv, creds, &[], Some(report.as_raw_fd()))
+    spawn_with(inv, creds, &[], Some(report.as_raw_fd()), false)
 }
 
 /// What the intermediate process of [`spawn_detached`] writes: the grandchild's pid,
@@ -192,12 +208,24 @@ fn spawn_with(
     creds: &Credentials,
     keep_fds: &[i32],
     detach_report: Option<i32>,
+    split_stdout: bool,
 ) -> Result<Running, RunError> {
     tracing::debug!("running enroot command: \"{}\"", inv.display());
     let log: OwnedFd = memfd_create(c"enroot-log", MemFdCreateFlag::MFD_CLOEXEC)
         .map_err(|e| RunError::Log(e.into()))?;
     let log = File::from(log);
-    let out = log.try_clone().map_err(RunError::Log)?;
+    let stdout = if split_stdout {
+        let fd: OwnedFd = memfd_create(c"enroot-stdout", MemFdCreateFlag::MFD_CLOEXEC)
+            .map_err(|e| RunError::Log(e.into()))?;
+        Some(File::from(fd))
+    } else {
+        None
+    };
+    let out = match &stdout {
+        Some(f) => f.try_clone(),
+        None => log.try_clone(),
+    }
+    .map_err(RunError::Log)?;
     let err = log.try_clone().map_err(RunError::Log)?;
 
     let mut cmd = Command::new(&inv.program);
@@ -230,6 +258,7 @@ fn spawn_with(
     Ok(Running {
         child,
         log,
+        stdout,
         program,
     })
 }
