@@ -97,6 +97,8 @@ pub enum StepError {
     ImporterNoPath { importer: String, log: String },
     #[error(transparent)]
     NameLock(#[from] crate::sys::fs::LockError),
+    #[error("--container-unshare={0}: enroot did not create the namespace; this enroot is too old for --container-unshare (it needs a release with ENROOT_UNSHARE_NET/IPC/UTS support)")]
+    EnrootTooOld(&'static str),
     #[error("container was not started successfully by another task")]
     NotStarted,
     #[error("couldn't get container namespaces")]
@@ -218,13 +220,19 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
         for e in s.args.apply_env(|name| h.getenv(name).ok().flatten()) {
             error!("{e}");
         }
+        let config = s.config.clone().unwrap_or_default();
+        // sbatch_support=0 must also hold on the node: options can reach the batch step
+        // through PYXIS_CONTAINER_* or _SLURM_SPANK_OPTION_pyxis_* (W23).
+        if s.args.enabled() && !config.sbatch_support && h.step_id().ok() == Some(BATCH_STEP) {
+            info!("sbatch_support=0: the batch step runs outside a container");
+            return Ok(());
+        }
         if !s.args.enabled() {
             for warning in s.args.ignored_option_warnings() {
                 error!("{warning}");
             }
             return Ok(());
         }
-        let config = s.config.clone().unwrap_or_default();
         let job = job_info(h)?;
         let runtime_dir = ensure_user_runtime_dir(&config.runtime_path, job.uid, job.gid)
             .map_err(StepError::Fs)?;
@@ -429,8 +437,12 @@ fn enter_container(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
     let ns = match &step.plan {
         Some(Plan::Attach(pinned)) => pinned,
         _ => {
-            opened = ContainerNamespaces::open(ns_pid, step.args.unshare)
-                .map_err(StepError::Namespaces)?;
+            opened = ContainerNamespaces::open(ns_pid, step.args.unshare).map_err(|e| match e {
+                // We asked enroot for the namespace (ENROOT_UNSHARE_*) and it did not
+                // create one: it predates the feature (4.1.2 ignores the variables), W22.
+                NsError::NotUnshared(opt, _) => StepError::EnrootTooOld(opt),
+                e => StepError::Namespaces(e),
+            })?;
             &opened
         }
     };

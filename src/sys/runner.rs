@@ -243,6 +243,7 @@ fn spawn_with(
         groups: creds.groups.clone(),
         keep_fds: keep_fds.to_vec(),
         detach_report,
+        parent: i32::try_from(std::process::id()).unwrap_or(0),
     };
     // SAFETY: the closure only makes async-signal-safe syscalls (open/write/close,
     // close_range, fcntl, setgroups, setresgid, setresuid) on data prepared before the
@@ -271,6 +272,8 @@ struct ChildSetup {
     keep_fds: Vec<i32>,
     /// Write end of the report pipe of a detached start.
     detach_report: Option<i32>,
+    /// Our pid, to detect a parent that died before `PR_SET_PDEATHSIG` took effect.
+    parent: i32,
 }
 
 impl ChildSetup {
@@ -328,6 +331,16 @@ impl ChildSetup {
         }
         if let Some(report) = self.detach_report {
             self.detach(report)?;
+        } else {
+            // enroot dies with the process waiting for it (a task killed by scancel, as
+            // pyxis 0.24 forwarded SIGTERM). Set after the uid change, which clears it.
+            // SAFETY: prctl/getppid/kill are async-signal-safe and act on this process.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                if libc::getppid() != self.parent {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+            }
         }
         Ok(())
     }
