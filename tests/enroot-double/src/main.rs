@@ -17,6 +17,7 @@ mod env;
 mod error;
 mod fstab;
 mod hooks;
+mod json;
 mod list;
 mod mount;
 mod ns;
