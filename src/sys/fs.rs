@@ -55,8 +55,10 @@ pub enum LockError {
 }
 
 /// An exclusive per-user, per-node lock on one named container, held while a step
-/// creates or starts it (W2). The kernel drops it if the holder dies.
+/// creates or starts it (W2). The kernel drops it if the holder dies; the holder removes
+/// the lock file when done, so nothing is left behind.
 pub struct NameLock {
+    path: PathBuf,
     _file: nix::fcntl::Flock<fs::File>,
 }
 
@@ -69,40 +71,55 @@ impl NameLock {
     pub fn acquire(dir: &Path, name: &str) -> Result<NameLock, LockError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(format!("{name}.lock"));
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|source| LockError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let open_err = |source: io::Error| LockError::Open {
+            path: path.clone(),
+            source,
+        };
         let started = std::time::Instant::now();
         loop {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(open_err)?;
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(locked) => return Ok(NameLock { _file: locked }),
-                Err((f, nix::Error::EWOULDBLOCK)) | Err((f, nix::Error::EINTR)) => {
+                Ok(locked) => {
+                    // The previous holder unlinks the file before unlocking: a lock on
+                    // an unlinked inode is worthless, take the current file again.
+                    let ours = locked.metadata().map_err(open_err)?;
+                    match fs::symlink_metadata(&path) {
+                        Ok(now) if (now.dev(), now.ino()) == (ours.dev(), ours.ino()) => {
+                            return Ok(NameLock {
+                                path,
+                                _file: locked,
+                            })
+                        }
+                        _ => continue,
+                    }
+                }
+                Err((_, nix::Error::EWOULDBLOCK)) | Err((_, nix::Error::EINTR)) => {
                     if started.elapsed() > NAME_LOCK_TIMEOUT {
                         return Err(LockError::Timeout {
                             name: name.to_owned(),
                             secs: NAME_LOCK_TIMEOUT.as_secs(),
                         });
                     }
-                    file = f;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err((_, e)) => {
-                    return Err(LockError::Open {
-                        path,
-                        source: e.into(),
-                    })
-                }
+                Err((_, e)) => return Err(open_err(e.into())),
             }
         }
+    }
+}
+
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        // Unlink while still holding the lock; waiters notice and retry (see acquire).
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -212,7 +229,45 @@ mod tests {
         let busy = nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock);
         assert!(busy.is_err());
         drop(held);
+        assert!(!dir.join("pyxis_x.lock").exists(), "lock file left behind");
         NameLock::acquire(&dir, "pyxis_x").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[allow(unsafe_code)] // fork/_exit to get real competing processes
+    fn name_lock_serialises_processes() {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::{fork, ForkResult};
+        let dir = std::env::temp_dir().join(format!("pyxis-rs-lock2-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let counter = dir.join("counter");
+        fs::write(&counter, "0").unwrap();
+        let mut children = Vec::new();
+        for _ in 0..8 {
+            // SAFETY: the child only takes the lock, edits a file and _exits.
+            match unsafe { fork() }.unwrap() {
+                ForkResult::Child => {
+                    let ok = (0..20).all(|_| {
+                        let Ok(_lock) = NameLock::acquire(&dir, "pyxis_c") else {
+                            return false;
+                        };
+                        let n: u32 = fs::read_to_string(&counter).unwrap().parse().unwrap();
+                        std::thread::yield_now();
+                        fs::write(&counter, (n + 1).to_string()).is_ok()
+                    });
+                    // SAFETY: leave the forked test child without unwinding.
+                    unsafe { libc::_exit(i32::from(!ok)) };
+                }
+                ForkResult::Parent { child } => children.push(child),
+            }
+        }
+        for child in children {
+            assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+        }
+        // Lost updates would show as a count below 160.
+        assert_eq!(fs::read_to_string(&counter).unwrap(), "160");
+        assert!(!dir.join("pyxis_c.lock").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
