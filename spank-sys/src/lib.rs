@@ -3,7 +3,12 @@
 //! Nothing here is safe to call directly: the `spank` module of pyxis-rs is the only user.
 //! The functions are resolved when Slurm `dlopen`s the plugin (srun, sbatch, salloc,
 //! slurmd, slurmstepd all provide them); the plugin never links libslurm.
-#![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+#![allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code
+)]
 #![allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
