@@ -9,10 +9,12 @@ use crate::spank::SpankError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("failed to parse configuration")]
-    Config(#[source] ConfigError),
-    #[error("failed to register arguments")]
-    Register(#[source] RegisterError),
+    /// pyxis prints the reason, then `failed to parse configuration`.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// pyxis prints the reason, then `failed to register arguments`.
+    #[error(transparent)]
+    Register(RegisterError),
     #[error(transparent)]
     Arg(#[from] ArgError),
     #[error("unknown option index {0}")]
@@ -34,6 +36,8 @@ pub enum PluginError {
 impl Report for PluginError {
     fn details(&self) -> Vec<String> {
         match self {
+            PluginError::Config(_) => vec!["failed to parse configuration".to_owned()],
+            PluginError::Register(_) => vec!["failed to register arguments".to_owned()],
             PluginError::Step(e) => e.details(),
             PluginError::Epilog { details, .. } => details.clone(),
             _ => Vec::new(),

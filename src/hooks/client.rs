@@ -11,16 +11,19 @@ use crate::spank::Spank;
 use crate::state;
 
 /// `allocator`: sbatch/salloc, where `sbatch_support=0` disables the options.
+///
+/// srun does not parse the plugstack arguments, exactly as pyxis: a site whose compute
+/// nodes reject a key must still be able to run `srun` without containers.
 pub fn init(h: &Spank<'_>, allocator: bool) -> HookResult {
-    // pyxis never parses the plugstack arguments in srun (W21): a bad key then only
-    // surfaced on the compute nodes. Parse them everywhere, so srun fails as clearly.
-    let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
-    let enabled = !allocator || config.sbatch_support;
-    state::with(|s| s.config = Some(config));
-    if enabled {
-        register_options(h)?;
+    if allocator {
+        let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
+        let enabled = config.sbatch_support;
+        state::with(|s| s.config = Some(config));
+        if !enabled {
+            return Ok(());
+        }
     }
-    Ok(())
+    register_options(h)
 }
 
 pub fn init_post_opt() -> HookResult {

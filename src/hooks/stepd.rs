@@ -564,9 +564,7 @@ fn create(step: &Step, fetch: &Fetch, env: &[String]) -> Result<StartTarget, Ste
             }
             tracing::error!(target: USER, "imported docker image: {image}");
             let created = create_from(step, &out, env);
-            if let Err(e) = std::fs::remove_file(&tmp) {
-                info!("could not remove squashfs {out}: {e}");
-            }
+            remove_temp_squashfs(&tmp);
             created.map(|()| StartTarget::Name)
         }
         Fetch::Load { uri } => {
@@ -809,12 +807,7 @@ fn export(step: &Step) -> Result<(), StepError> {
 }
 
 fn cleanup(step: &Step) {
-    let tmp = step.temp_squashfs();
-    if tmp.exists() {
-        if let Err(e) = std::fs::remove_file(&tmp) {
-            info!("could not remove squashfs {}: {e}", tmp.display());
-        }
-    }
+    remove_temp_squashfs(&step.temp_squashfs());
     ConfFile::sweep(&step.runtime_dir, step.job.job, step.job.step);
     if let Some(Plan::Create(Fetch::Importer { .. })) = &step.plan {
         importer_release(step, &step.job_env);
@@ -834,6 +827,16 @@ fn cleanup(step: &Step) {
                 info!("failed to remove container filesystem: {}: {e}", step.name);
             }
         }
+    }
+}
+
+/// Removes the imported squashfs; it is normally gone already in cleanup.
+fn remove_temp_squashfs(path: &Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            info!("could not remove squashfs {}: {e}", path.display());
+        }
+        _ => {}
     }
 }
 

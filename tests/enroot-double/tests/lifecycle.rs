@@ -403,8 +403,7 @@ fn version_is_bare() {
 #[test]
 fn public_registries_are_never_contacted() {
     let s = Scenario {
-        base: std::env::temp_dir()
-            .join(format!("enroot-double-it-registry-{}", std::process::id())),
+        base: std::env::temp_dir().join(format!("enroot-double-it-public-{}", std::process::id())),
         as_user: None,
     };
     for d in ["data", "run", "cache", "sysconf", "out", "home"] {

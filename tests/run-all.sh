@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The one test command of pyxis-rs (README and CI). As root:
+#
+#   tests/run-all.sh                      everything below
+#   tests/run-all.sh basic.bats ...       only these integration suites (after the static checks)
+#   ENROOT=/usr/local/bin/enroot tests/run-all.sh
+#                                         integration suites against a real enroot instead of
+#                                         the project's enroot test double
+#   PXT_SKIP_STATIC=1 tests/run-all.sh    skip fmt/clippy/cargo test (quick iteration)
+#
+#   1. Debian packages (tests/harness/packages.sh), cargo fmt --check, cargo clippy --workspace --all-targets -D warnings,
+#      cargo test --workspace (unit tests and the enroot double's tests)
+#   2. tests/harness/up.sh: packages, single-node Slurm, enroot, images, the plugin
+#      built and installed with `make install`, plugstack.conf
+#   3. make check-symbols (the exported symbols are exactly pyxis's)
+#   4. the integration suites in tests/integration/*.bats as the unprivileged test
+#      user through real srun/sbatch/salloc; config.bats (rewrites plugstack.conf) as root
+#
+# Prints a summary and ends with "N passed, N failed, N skipped"; exits non-zero
+# on any failure, after printing the tail of the Slurm daemon logs.
+# shellcheck source=tests/harness/lib.sh
+. "$(dirname "$0")/harness/lib.sh"
+need_root
+ensure_cargo
+
+RUN_LOG="$PXT_LOG/run-all"
+rm -rf "$RUN_LOG"
+install -d -m 0755 "$RUN_LOG"
+PASS=0 FAIL=0 SKIP=0
+SUMMARY=()
+T0=$SECONDS
+
+banner() { printf '\n==== %s\n' "$*"; }
+record() { # STATUS NAME [DETAIL]
+    case "$1" in
+        pass) PASS=$((PASS + 1)) ;;
+        fail) FAIL=$((FAIL + 1)) ;;
+        skip) SKIP=$((SKIP + 1)) ;;
+    esac
+    SUMMARY+=("$(printf '%-5s %s%s' "$1" "$2" "${3:+  ($3)}")")
+}
+
+# step NAME CMD...: run CMD (output shown and kept in $RUN_LOG/NAME.log), record pass/fail
+step() {
+    local name="$1" t=$SECONDS rc=0; shift
+    banner "$name: $*"
+    (cd "$PXT_REPO" && "$@") 2>&1 | tee "$RUN_LOG/$name.log" || rc=$?
+    if [ "$rc" -eq 0 ]; then record pass "$name" "$((SECONDS - t)) s"; else record fail "$name" "exit $rc, log $RUN_LOG/$name.log"; fi
+    return "$rc"
+}
+
+# ---------------------------------------------------------------- 1. static checks + unit tests
+# the build needs Debian packages too (libclang for bindgen, <slurm/spank.h>)
+if ! "$PXT_HARNESS/packages.sh"; then
+    echo "0 passed, 1 failed"
+    die "installing the Debian packages failed"
+fi
+export PXT_PACKAGES_DONE=1
+if [ -z "${PXT_SKIP_STATIC:-}" ]; then
+    step fmt cargo fmt --all --check -- --color=never || true
+    step clippy cargo clippy --workspace --all-targets --locked -- -D warnings || true
+    banner "cargo test --workspace"
+    rc=0
+    (cd "$PXT_REPO" && cargo test --workspace --locked) 2>&1 | tee "$RUN_LOG/cargo-test.log" || rc=$?
+    # one summary line per test binary: "test result: ok. 12 passed; 0 failed; 1 ignored; ..."
+    read -r tp tf ti < <(awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i }
+        } END { print p + 0, f + 0, g + 0 }' "$RUN_LOG/cargo-test.log")
+    PASS=$((PASS + tp)); FAIL=$((FAIL + tf)); SKIP=$((SKIP + ti))
+    grep -E '^test .* FAILED$' "$RUN_LOG/cargo-test.log" | sed 's/^/        cargo /' >> "$RUN_LOG/failed-tests.txt" || true
+    if [ "$rc" -ne 0 ] && [ "$tf" -eq 0 ]; then
+        FAIL=$((FAIL + 1))   # did not build or a test binary crashed: count it once
+        SUMMARY+=("fail  cargo test  (exit $rc without a failed test: build error? log $RUN_LOG/cargo-test.log)")
+    else
+        SUMMARY+=("$( [ "$rc" -eq 0 ] && echo pass || echo fail)  cargo test  ($tp passed, $tf failed, $ti ignored)")
+    fi
+else
+    SUMMARY+=("skip  fmt, clippy, cargo test  (PXT_SKIP_STATIC set)")
+fi
+
+# ---------------------------------------------------------------- 2. test environment
+up_ok=1
+step harness-up "$PXT_HARNESS/up.sh" || up_ok=
+
+# ---------------------------------------------------------------- 3. exported symbols
+if [ -n "$up_ok" ]; then
+    step check-symbols make check-symbols || true
+fi
+
+# ---------------------------------------------------------------- 4. integration suites
+# bats_suite NAME AS_USER(yes|no) FILE...: run bats (TAP) and count its results
+bats_suite() {
+    local name="$1" as="$2" rc=0 tap="$RUN_LOG/bats-$1.tap"; shift 2
+    banner "integration suite $name ($*) as $([ "$as" = yes ] && echo "$PXT_USER" || echo root)"
+    if [ "$as" = yes ]; then
+        PXT_USER_CWD="$SUITE_DIR" PXT_PASS_ENV="PXT_CMD_TIMEOUT BATS_TEST_TIMEOUT" \
+            as_user timeout 1800 bats --tap "$@" 2>&1 | tee "$tap" || rc=$?
+    else
+        (cd "$SUITE_DIR" && env PATH="$PXT_DAEMON_PATH" timeout 900 bats --tap "$@") 2>&1 | tee "$tap" || rc=$?
+    fi
+    local p f s
+    p=$(grep -E '^ok [0-9]+ ' "$tap" | grep -vEc '^ok [0-9]+ .*# skip' || true)
+    s=$(grep -Ec '^ok [0-9]+ .*# skip' "$tap" || true)
+    f=$(grep -Ec '^not ok [0-9]+ ' "$tap" || true)
+    PASS=$((PASS + p)); FAIL=$((FAIL + f)); SKIP=$((SKIP + s))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        FAIL=$((FAIL + 1))
+        SUMMARY+=("fail  bats $name  (exit $rc without a failed test: bats itself failed or timed out; $tap)")
+    else
+        SUMMARY+=("$( [ "$f" -eq 0 ] && [ "$rc" -eq 0 ] && echo pass || echo fail)  bats $name  ($p passed, $f failed, $s skipped)")
+    fi
+    grep -E '^not ok ' "$tap" | sed 's/^/        /' >> "$RUN_LOG/failed-tests.txt" || true
+}
+
+if [ -n "$up_ok" ]; then
+    # the test user must be able to read the suites: copy them out of the repository
+    # (which may live under a directory only root can enter) into a world-readable place
+    SUITE_DIR=$(mktemp -d /tmp/pyxis-rs-suites.XXXXXX)
+    trap 'rm -rf "$SUITE_DIR"' EXIT
+    cp -r "$PXT_REPO/tests/integration/." "$SUITE_DIR/"
+    chmod -R a+rX "$SUITE_DIR"
+    # jobs left by an interrupted earlier run would hold CPUs and confuse the suites
+    if [ -n "$(squeue -h -u "$PXT_USER" -o %i)" ]; then
+        warn "cancelling leftover jobs of $PXT_USER: $(squeue -h -u "$PXT_USER" -o %i | tr '\n' ' ')"
+        scancel -u "$PXT_USER" || true
+        sleep 2
+    fi
+    user_suites=() root_suites=()
+    if [ $# -gt 0 ]; then
+        for f in "$@"; do
+            f=$(basename "$f")
+            [ -f "$SUITE_DIR/$f" ] || die "no suite tests/integration/$f"
+            if [ "$f" = config.bats ]; then root_suites+=("$f"); else user_suites+=("$f"); fi
+        done
+    else
+        for f in "$SUITE_DIR"/*.bats; do
+            f=$(basename "$f")
+            if [ "$f" = config.bats ]; then root_suites+=("$f"); else user_suites+=("$f"); fi
+        done
+    fi
+    if [ "${#user_suites[@]}" -gt 0 ]; then bats_suite user yes "${user_suites[@]}"; fi
+    if [ "${#root_suites[@]}" -gt 0 ]; then bats_suite root no "${root_suites[@]}"; fi
+else
+    record fail "integration suites" "not run: the test environment did not come up"
+fi
+
+# ---------------------------------------------------------------- summary
+banner "summary ($((SECONDS - T0)) s, enroot: $(cat "$PXT_STATE/enroot-kind" 2>/dev/null || echo 'not set up'))"
+printf '  %s\n' "${SUMMARY[@]}"
+if [ -s "$RUN_LOG/failed-tests.txt" ]; then
+    echo "  failed tests:"
+    cat "$RUN_LOG/failed-tests.txt"
+fi
+if [ "$FAIL" -ne 0 ]; then
+    for l in /var/log/slurm/slurmd.log /var/log/slurm/slurmctld.log; do
+        if [ -r "$l" ]; then banner "tail -n 40 $l"; tail -n 40 "$l"; fi
+    done
+fi
+echo "logs: $RUN_LOG"
+echo
+echo "${PASS} passed, ${FAIL} failed, ${SKIP} skipped"
+[ "$FAIL" -eq 0 ]
