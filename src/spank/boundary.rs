@@ -35,32 +35,13 @@ pub unsafe fn hook<E: Report>(
     argv: *mut *mut c_char,
     f: fn(&Spank<'_>) -> Result<(), E>,
 ) -> c_int {
-    log::install();
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    guarded(name, || {
         // SAFETY: raw, argc and argv are exactly what Slurm passed to the exported hook
         // that called us, and they are only used during this call.
-        let spank = match unsafe { Spank::from_callback(raw, argc, argv) } {
-            Ok(spank) => spank,
-            Err(e) => {
-                log::emit(Level::ERROR, "", &format!("{name}: {e}"));
-                return -1;
-            }
-        };
-        match f(&spank) {
-            Ok(()) => 0,
-            Err(e) => {
-                report(&e);
-                -1
-            }
+        match unsafe { Spank::from_callback(raw, argc, argv) } {
+            Ok(spank) => status(f(&spank)),
+            Err(e) => status(Err(Plain(format!("{name}: {e}")))),
         }
-    }));
-    outcome.unwrap_or_else(|panic| {
-        log::emit(
-            Level::ERROR,
-            "",
-            &format!("internal error in {name}: {}", panic_text(panic.as_ref())),
-        );
-        -1
     })
 }
 
@@ -75,37 +56,53 @@ pub unsafe fn option<E: Report>(
     remote: c_int,
     f: fn(i32, Option<&str>, bool) -> Result<(), E>,
 ) -> c_int {
-    log::install();
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    guarded("option callback", || {
         // SAFETY: Slurm passes NULL or the NUL-terminated option argument, valid for the
         // duration of the callback.
-        let arg = match unsafe { super::options::optarg_to_string(optarg) } {
-            Ok(arg) => arg,
-            Err(e) => {
-                log::emit(Level::ERROR, "", &e.to_string());
-                return -1;
-            }
-        };
-        match f(val, arg.as_deref(), remote != 0) {
-            Ok(()) => 0,
-            Err(e) => {
-                report(&e);
-                -1
-            }
+        match unsafe { super::options::optarg_to_string(optarg) } {
+            Ok(arg) => status(f(val, arg.as_deref(), remote != 0)),
+            Err(e) => status(Err(Plain(e.to_string()))),
         }
-    }));
-    outcome.unwrap_or_else(|panic| {
+    })
+}
+
+/// The panic guard itself: installs the log bridge, runs `body`, and turns a panic
+/// into a logged internal error and Slurm's `-1`.
+fn guarded(name: &str, body: impl FnOnce() -> c_int) -> c_int {
+    log::install();
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
         log::emit(
             Level::ERROR,
             "",
-            &format!(
-                "internal error in option callback: {}",
-                panic_text(panic.as_ref())
-            ),
+            &format!("internal error in {name}: {}", panic_text(panic.as_ref())),
         );
         -1
     })
 }
+
+/// Slurm's return code for a result, reporting the error once.
+fn status<E: Report>(result: Result<(), E>) -> c_int {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            -1
+        }
+    }
+}
+
+/// An error of the boundary itself (C data that could not be taken over).
+#[derive(Debug)]
+struct Plain(String);
+
+impl std::fmt::Display for Plain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Plain {}
+impl Report for Plain {}
 
 /// Prints an error and its sources as one line, then its detail lines.
 pub fn report<E: Report>(e: &E) {

@@ -104,15 +104,7 @@ mod tests {
     use std::ffi::OsString;
 
     fn me() -> Credentials {
-        let (uid, gid) = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
-        Credentials {
-            uid,
-            gid,
-            groups: vec![gid],
-        }
+        Credentials::current()
     }
 
     fn sh(script: &str) -> Invocation {

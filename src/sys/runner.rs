@@ -37,6 +37,19 @@ pub struct Invocation {
     pub env: Vec<(String, String)>,
 }
 
+impl Credentials {
+    /// The calling process's own ids (tests run commands as themselves).
+    #[cfg(test)]
+    pub(crate) fn current() -> Credentials {
+        let gid = nix::unistd::getgid().as_raw();
+        Credentials {
+            uid: nix::unistd::getuid().as_raw(),
+            gid,
+            groups: vec![gid],
+        }
+    }
+}
+
 impl Invocation {
     /// The command line as pyxis logs it (`running enroot command: "..."`).
     pub fn display(&self) -> String {
@@ -398,25 +411,12 @@ fn read_all(f: &mut File) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// The raw fd of an owned descriptor, for `keep_fds`.
-pub fn raw(fd: &impl AsRawFd) -> i32 {
-    fd.as_raw_fd()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn me() -> Credentials {
-        let (uid, gid) = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
-        Credentials {
-            uid,
-            gid,
-            groups: vec![gid],
-        }
+        Credentials::current()
     }
 
     fn inv(program: &str, args: &[&str]) -> Invocation {
