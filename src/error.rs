@@ -2,10 +2,10 @@
 
 use crate::core::args::ArgError;
 use crate::core::config::ConfigError;
-use crate::hooks::stepd::StepError;
 use crate::spank::boundary::Report;
 use crate::spank::options::RegisterError;
 use crate::spank::SpankError;
+use crate::step::StepError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

@@ -11,6 +11,7 @@ mod error;
 mod hooks;
 pub mod spank;
 mod state;
+mod step;
 pub mod sys;
 
 export_plugin!(name: b"pyxis\0", hooks: crate::hooks);

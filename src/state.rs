@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::core::args::Args;
 use crate::core::config::Config;
-use crate::hooks::stepd::Step;
+use crate::step::Step;
 
 #[derive(Default)]
 pub struct State {

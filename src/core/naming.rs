@@ -58,6 +58,14 @@ pub fn temp_squashfs_name(job: JobId, step: StepId) -> String {
 /// exactly `pyxis_<decimal job>_<rest>` with a non-empty `rest` without
 /// whitespace (what pyxis's `sscanf("pyxis_%u_%*s%n")` plus length check
 /// accepts for well-formed names).
+/// The marker a job-scope step leaves in the user's runtime directory so the job epilog
+/// knows this job has containers on the node (W9).
+pub fn epilog_marker(runtime_path: &std::path::Path, uid: u32, job: JobId) -> std::path::PathBuf {
+    runtime_path
+        .join(uid.to_string())
+        .join(format!("{job}.job-scope"))
+}
+
 pub fn epilog_matches(line: &str, job: JobId) -> bool {
     let Some(rest) = line.strip_prefix("pyxis_") else {
         return false;

@@ -6,23 +6,15 @@
 //! directory, so jobs that never used a container cost one `stat` here.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 
 use tracing::debug;
 
 use super::HookResult;
 use crate::core::config::{parse_config, Scope};
-use crate::core::naming::{epilog_matches, JobId};
+use crate::core::naming::{epilog_marker, epilog_matches, JobId};
 use crate::error::{log_block, PluginError};
 use crate::spank::Spank;
 use crate::sys::runner::{self, Credentials, Invocation};
-
-/// The marker a job-scope step leaves for the epilog.
-pub fn marker(runtime_path: &Path, uid: u32, job: JobId) -> PathBuf {
-    runtime_path
-        .join(uid.to_string())
-        .join(format!("{job}.job-scope"))
-}
 
 pub fn job_epilog(h: &Spank<'_>) -> HookResult {
     let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
@@ -40,7 +32,7 @@ pub fn job_epilog(h: &Spank<'_>) -> HookResult {
         h.job_id()
             .map_err(spank_err("epilog: couldn't get job ID"))?,
     );
-    let marker = marker(&config.runtime_path, uid, job);
+    let marker = epilog_marker(&config.runtime_path, uid, job);
     if !marker.exists() {
         return Ok(());
     }

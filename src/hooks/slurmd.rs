@@ -12,7 +12,7 @@ use crate::sys::fs::ensure_runtime_root;
 pub fn init(h: &Spank<'_>) -> HookResult {
     info!(
         "version v{} (pyxis-rs {})",
-        crate::hooks::stepd::PYXIS_VERSION,
+        crate::step::PYXIS_VERSION,
         env!("CARGO_PKG_VERSION")
     );
     let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
