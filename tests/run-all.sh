@@ -9,12 +9,14 @@
 #   PXT_SKIP_STATIC=1 tests/run-all.sh    skip fmt/clippy/cargo test (quick iteration)
 #
 #   1. Debian packages (tests/harness/packages.sh), cargo fmt --check, cargo clippy --workspace --all-targets -D warnings,
+#      the spank-sys bindings drift check (tools/check-bindings.sh),
 #      cargo test --workspace (unit tests and the enroot double's tests)
 #   2. tests/harness/up.sh: packages, single-node Slurm, enroot, images, the plugin
 #      built and installed with `make install`, plugstack.conf
 #   3. make check-symbols (the exported symbols are exactly pyxis's)
 #   4. the integration suites in tests/integration/*.bats as the unprivileged test
-#      user through real srun/sbatch/salloc; config.bats (rewrites plugstack.conf) as root
+#      user through real srun/sbatch/salloc; config.bats and root_*.bats (they rewrite
+#      plugstack.conf) as root
 #
 # Prints a summary and ends with "N passed, N failed, N skipped"; exits non-zero
 # on any failure, after printing the tail of the Slurm daemon logs.
@@ -59,6 +61,7 @@ export PXT_PACKAGES_DONE=1
 if [ -z "${PXT_SKIP_STATIC:-}" ]; then
     step fmt cargo fmt --all --check -- --color=never || true
     step clippy cargo clippy --workspace --all-targets --locked -- -D warnings || true
+    step bindings "$PXT_REPO/tools/check-bindings.sh" || true
     banner "cargo test --workspace"
     rc=0
     (cd "$PXT_REPO" && cargo test --workspace --locked) 2>&1 | tee "$RUN_LOG/cargo-test.log" || rc=$?
@@ -125,17 +128,19 @@ if [ -n "$up_ok" ]; then
         scancel -u "$PXT_USER" || true
         sleep 2
     fi
+    # suites that rewrite plugstack.conf run as root: config.bats and root_*.bats
+    is_root_suite() { case "$1" in config.bats | root_*.bats) return 0 ;; *) return 1 ;; esac; }
     user_suites=() root_suites=()
     if [ $# -gt 0 ]; then
         for f in "$@"; do
             f=$(basename "$f")
             [ -f "$SUITE_DIR/$f" ] || die "no suite tests/integration/$f"
-            if [ "$f" = config.bats ]; then root_suites+=("$f"); else user_suites+=("$f"); fi
+            if is_root_suite "$f"; then root_suites+=("$f"); else user_suites+=("$f"); fi
         done
     else
         for f in "$SUITE_DIR"/*.bats; do
             f=$(basename "$f")
-            if [ "$f" = config.bats ]; then root_suites+=("$f"); else user_suites+=("$f"); fi
+            if is_root_suite "$f"; then root_suites+=("$f"); else user_suites+=("$f"); fi
         done
     fi
     if [ "${#user_suites[@]}" -gt 0 ]; then bats_suite user yes "${user_suites[@]}"; fi
