@@ -48,6 +48,18 @@ fn export(step: &Step) -> Result<(), StepError> {
     if step.job.node_id != 0 {
         return Ok(());
     }
+    // A container some task never entered may be half set up; pyxis skipped the export
+    // without a word (W20).
+    let started = step.shm.as_ref().map_or(0, SharedStep::started_tasks);
+    if started < step.job.local_tasks {
+        tracing::error!(
+            target: USER,
+            "not exporting container {} to {save}: only {started} of {} tasks started in it",
+            step.name,
+            step.job.local_tasks
+        );
+        return Ok(());
+    }
     let path = if save.starts_with('/') {
         PathBuf::from(save)
     } else {

@@ -141,6 +141,12 @@ impl SharedStep {
         decode(s)
     }
 
+    /// How many tasks finished joining the container (read after the tasks are gone).
+    pub fn started_tasks(&self) -> u32 {
+        // SAFETY: as for `snapshot`.
+        unsafe { (*self.ptr.as_ptr()).started }
+    }
+
     /// Unmaps after destroying the mutex (slurmstepd `exit`).
     pub fn destroy(self) {
         // SAFETY: called once, in slurmstepd, after the tasks exited: nobody holds the

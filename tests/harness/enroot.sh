@@ -114,17 +114,52 @@ EOF
     if ! cmp -s "$tmp" "$conf"; then mv -f "$tmp" "$conf"; log "wrote $conf"; else rm -f "$tmp"; fi
 }
 
+# install_pmi_hook SYSCONF_DIR: a site hook like enroot's optional extra hook
+# 50-slurm-pmi.sh, so that MPI steps see the per-task variables pass through the container
+# environment as on a real site (mpi.bats checks that every task keeps its own PMI_RANK,
+# pyxis weak spot W12). A hook of that name not written here (a real enroot's own) is kept.
+install_pmi_hook() {
+    local hook="$1/hooks.d/50-slurm-pmi.sh" tmp
+    if [ -e "$hook" ] && ! grep -qF "$CONF_MARK" "$hook"; then
+        log "keeping $hook (not written by this harness)"
+        return 0
+    fi
+    install -d -m 0755 "$1/hooks.d"
+    tmp=$(mktemp)
+    cat > "$tmp" <<'EOF'
+#!/bin/bash
+# Written by tests/harness/enroot.sh (pyxis-rs test site hook; re-run it instead of editing).
+# For steps launched with a Slurm MPI plugin, copy the SLURM_*, PMIX_* and PMI_* variables
+# of the process starting the container into the container environment.
+set -eu
+case "${SLURM_MPI_TYPE:-none}" in none) exit 0 ;; esac
+for name in $(compgen -e); do
+    case "$name" in SLURM_*|PMIX_*|PMI_*) ;; *) continue ;; esac
+    value=${!name}
+    # the environment file holds one NAME=VALUE per line
+    case "$value" in *$'\n'*) continue ;; esac
+    printf '%s=%s\n' "$name" "$value" >> "${ENROOT_ENVIRON}"
+done
+EOF
+    chmod 0755 "$tmp"
+    if ! cmp -s "$tmp" "$hook"; then mv -f "$tmp" "$hook"; log "wrote $hook"; else rm -f "$tmp"; fi
+}
+
 "$PXT_HARNESS/packages.sh" >/dev/null
 id "$PXT_USER" >/dev/null 2>&1 || die "user $PXT_USER missing: run tests/harness/cluster.sh up first"
 
 if [ -n "${ENROOT:-}" ]; then use_real; else install_double; fi
 
 write_conf /etc/enroot/enroot.conf
+install_pmi_hook /etc/enroot
 case "$(cat "$KIND_FILE")" in
     real*)
         # a real enroot built with another sysconfdir reads its own file: configure that one too
         other=$("$TARGET" info 2>/dev/null | sed -n 's/^Config file: //p' || true)
-        if [ -n "$other" ] && [ "$other" != /etc/enroot/enroot.conf ]; then write_conf "$other"; fi ;;
+        if [ -n "$other" ] && [ "$other" != /etc/enroot/enroot.conf ]; then
+            write_conf "$other"
+            install_pmi_hook "$(dirname "$other")"
+        fi ;;
 esac
 
 # per-user directories' parents: every user creates its own user-<uid> inside
