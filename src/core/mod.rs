@@ -17,4 +17,5 @@ pub mod list;
 pub mod mount;
 pub mod naming;
 pub mod plan;
+mod robustness;
 pub mod seccomp;
