@@ -17,6 +17,9 @@ pub struct State {
     pub args: Args,
     /// Remote only, from `init_post_opt` of a containerised step.
     pub step: Option<Step>,
+    /// Remote only: why `init_post_opt` could not set the step up, reported by every
+    /// task instead (failing `init_post_opt` fails the launch, which drains the node).
+    pub failed_setup: Option<crate::step::StepError>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);

@@ -10,7 +10,8 @@
 //! | `task_exit` | slurmstepd, root | the last one exports and removes |
 //! | `exit` | slurmstepd, root | free the shared state |
 //!
-//! Errors in `user_init` are kept and returned from `task_init`: Slurm ignores a failing
+//! Errors in `init_post_opt` and `user_init` are kept and returned from `task_init`: a
+//! failing `init_post_opt` fails the launch (Slurm may drain the node) and Slurm ignores a failing
 //! `user_init` (SchedMD bug 7573), so the step would otherwise run outside the container.
 
 use tracing::{debug, error, info};
@@ -46,7 +47,13 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
             }
             return Ok(());
         }
-        s.step = Some(Step::new(h, config, s.args.clone())?);
+        match Step::new(h, config, s.args.clone()) {
+            Ok(step) => s.step = Some(step),
+            Err(e) => {
+                debug!("init_post_opt() failed; postponing error for now, will report later");
+                s.failed_setup = Some(e);
+            }
+        }
         Ok(())
     })
 }
@@ -68,9 +75,14 @@ pub fn user_init(h: &Spank<'_>) -> HookResult {
 }
 
 pub fn task_init(h: &Spank<'_>) -> HookResult {
-    state::with(|s| match s.step.as_mut() {
-        Some(step) => step.enter(h).map_err(PluginError::from),
-        None => Ok(()),
+    state::with(|s| {
+        if let Some(e) = s.failed_setup.take() {
+            return Err(e.into());
+        }
+        match s.step.as_mut() {
+            Some(step) => step.enter(h).map_err(PluginError::from),
+            None => Ok(()),
+        }
     })
 }
 
