@@ -1,0 +1,187 @@
+# shellcheck shell=bash
+# Helpers for the suites about what a containerised step sees: mounts, working
+# directory, environment, entrypoint, root/home/writable, unshare, MPI, sbatch.
+# Loaded after common.bash (`load common` then `load features`).
+#
+# The cluster and this user's enroot data directory are shared with suites
+# running at the same time (other engineers, other prefixes): every container
+# named here is i4-<what>-<pid>-<random>, and leftover checks only look at
+# unnamed containers and at i4- names, never at the whole listing.
+
+# the registry images of tests/harness/registry.sh
+# shellcheck disable=SC2034  # used by the .bats files
+PXT_REG_BUSYBOX='127.0.0.1:5000#pyxis/busybox:latest'
+# shellcheck disable=SC2034
+PXT_REG_APP='127.0.0.1:5000#pyxis/app:latest'
+# shellcheck disable=SC2034
+PXT_REG_BADENTRY='127.0.0.1:5000#pyxis/badentry:latest'
+# what pyxis/app's entrypoint prints and exports
+# shellcheck disable=SC2034  # used by the .bats files
+PXT_ENTRYPOINT_LINE='pyxis-rs test entrypoint ran'
+# shellcheck disable=SC2034
+PXT_ENTRYPOINT_VAR='ENTRYPOINT_VAR=set-by-entrypoint'
+
+# Every job of a test carries one job name (srun, sbatch and salloc read it from these
+# variables), so that the unnamed containers of this test can be told from those of
+# suites running at the same time: see own_new_containers.
+PXT_JOB_NAME="i4-job-$$-$RANDOM"
+export SLURM_JOB_NAME="$PXT_JOB_NAME" SBATCH_JOB_NAME="$PXT_JOB_NAME" SALLOC_JOB_NAME="$PXT_JOB_NAME"
+
+# own_job_ids: the ids of this test's jobs, '|'-separated (squeue keeps finished jobs for
+# MinJobAge, 30 s in the test cluster: long enough for the checks right after a step).
+own_job_ids() {
+    squeue -h -t all -n "$PXT_JOB_NAME" -o %i 2>/dev/null | paste -sd'|' -
+}
+
+# i4_name WORD: a container name no other test (or engineer) uses.
+i4_name() {
+    printf 'i4-%s-%s-%s\n' "$1" "$$" "$RANDOM"
+}
+
+# enroot_as_user ARGS...: enroot as this user with the site configuration (see enroot_list).
+enroot_as_user() {
+    env -u ENROOT_DATA_PATH -u ENROOT_RUNTIME_PATH -u ENROOT_CACHE_PATH -u ENROOT_CONFIG_PATH \
+        enroot "$@"
+}
+
+# own_new_containers: containers that appeared since the snapshot and are ours to
+# judge: unnamed ones of this test's jobs (pyxis_<job>.<step>, or pyxis_<job>_<job>.<step>
+# with container_scope=job; any job's when squeue cannot tell) and i4- names. Other
+# suites' containers are ignored.
+own_new_containers() {
+    local ids
+    ids=$(own_job_ids)
+    if [ -z "$ids" ]; then ids='[0-9]+'; fi
+    new_containers | grep -E "^pyxis_((${ids})\.[0-9]+|(${ids})_(${ids})\.[0-9]+|([0-9]+_)?i4-.*)\$" || true
+}
+
+# assert_no_own_leftovers [SECONDS]: unnamed containers are removed in task_exit, which may
+# finish a moment after srun returns: poll.
+assert_no_own_leftovers() {
+    local secs="${1:-20}" left end=$((SECONDS + ${1:-20}))
+    while :; do
+        left=$(own_new_containers)
+        [ -z "$left" ] && return 0
+        if [ "$SECONDS" -ge "$end" ]; then
+            printf 'pyxis containers left behind after %ss:\n%s\n' "$secs" "$left" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# remove_containers NAME...: best-effort removal of pyxis_NAME and pyxis_<job>_NAME (teardown).
+remove_containers() {
+    local n c list
+    list=$(enroot_list 2>/dev/null) || return 0
+    for n in "$@"; do
+        [ -n "$n" ] || continue
+        while read -r c; do
+            if [ -n "$c" ]; then enroot_as_user remove -f "$c" >/dev/null 2>&1 || true; fi
+        done < <(grep -E "^pyxis_([0-9]+_)?${n}\$" <<< "$list" || true)
+    done
+}
+
+# enroot_data_path: this user's ENROOT_DATA_PATH per the site configuration
+# (/etc/enroot/enroot.conf), or nothing when it cannot be told.
+enroot_data_path() {
+    local p
+    p=$(sed -n 's/^ENROOT_DATA_PATH[[:space:]]\{1,\}//p' /etc/enroot/enroot.conf 2>/dev/null | tail -n 1)
+    [ -n "$p" ] || return 0
+    # the file holds a literal $(id -u), which enroot expands
+    # shellcheck disable=SC2016
+    p=${p//'$(id -u)'/$(id -u)}
+    case "$p" in *'$'*) return 0 ;; esac
+    printf '%s\n' "$p"
+}
+
+# container_rootfs NAME [JOBID]: the on-disk root filesystem of the named container
+# (pyxis_NAME, or pyxis_JOBID_NAME with container_scope=job); nothing if not found.
+container_rootfs() {
+    local data d
+    data=$(enroot_data_path)
+    [ -n "$data" ] || return 0
+    for d in "$data/pyxis_$1" ${2:+"$data/pyxis_$2_$1"}; do
+        if [ -d "$d" ]; then printf '%s\n' "$d"; return 0; fi
+    done
+}
+
+# --- steps of one allocation (named containers live until the job ends with
+# container_scope=job, and attaching needs two steps of the same job)
+
+# alloc_start: `salloc --no-shell` a one-node allocation whose steps may overlap; its id
+# goes to $ALLOC_JOB (released by alloc_release in teardown).
+alloc_start() {
+    local out
+    out=$(timeout "$PXT_CMD_TIMEOUT" salloc --no-shell -N1 -n1 --overcommit --oversubscribe 2>&1) \
+        || { printf 'salloc failed:\n%s\n' "$out" >&2; return 1; }
+    ALLOC_JOB=$(sed -n 's/.*Granted job allocation \([0-9][0-9]*\).*/\1/p' <<< "$out" | head -n 1)
+    if [ -z "$ALLOC_JOB" ]; then
+        printf 'no job id in the salloc output:\n%s\n' "$out" >&2
+        return 1
+    fi
+    echo "$ALLOC_JOB" >> "$BATS_TEST_TMPDIR/allocations"
+}
+
+# alloc_release: cancel the allocations this test made.
+alloc_release() {
+    local j
+    [ -f "$BATS_TEST_TMPDIR/allocations" ] || return 0
+    while read -r j; do
+        scancel "$j" 2>/dev/null || true
+    done < "$BATS_TEST_TMPDIR/allocations"
+    rm -f "$BATS_TEST_TMPDIR/allocations"
+}
+
+# run_in_alloc ARGS...: `run srun` as an overlapping one-node step of $ALLOC_JOB.
+run_in_alloc() {
+    run timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 "$@"
+}
+
+# run_in_alloc_ok ARGS...: the same; the step must succeed.
+run_in_alloc_ok() {
+    run_in_alloc "$@"
+    # shellcheck disable=SC2154  # $status and $output are set by bats' run
+    if [ "$status" -ne 0 ]; then
+        printf 'srun --jobid=%s %s failed with status %s:\n%s\n' "$ALLOC_JOB" "$*" "$status" "$output" >&2
+        return 1
+    fi
+}
+
+# bg_in_alloc OUTFILE ARGS...: start a step of $ALLOC_JOB in the background (stdout and
+# stderr to OUTFILE), pid in $BG_PID. fd 3 is bats' own: closed for the child.
+bg_in_alloc() {
+    local out="$1"; shift
+    timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 -n1 "$@" >"$out" 2>&1 3>&- &
+    # shellcheck disable=SC2034  # used by the .bats files
+    BG_PID=$!
+}
+
+# wait_for_file FILE [SECONDS] [PID]: FILE exists and is not empty; fails early when PID
+# (the step that writes it) exited first.
+wait_for_file() {
+    local end=$((SECONDS + ${2:-60}))
+    while [ ! -s "$1" ]; do
+        if [ -n "${3-}" ] && ! kill -0 "$3" 2>/dev/null; then
+            [ -s "$1" ] && return 0
+            echo "the step exited before writing $1" >&2
+            return 1
+        fi
+        if [ "$SECONDS" -ge "$end" ]; then
+            echo "no $1 after ${2:-60}s" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# The command of a step that keeps its container running: it writes its namespaces to
+# /i4ctl/ns (the test's control directory, bind-mounted there), then waits for /i4ctl/stop.
+# shellcheck disable=SC2016,SC2034  # expanded inside the container; used by the .bats files
+PXT_HOLD='for n in mnt net ipc uts; do readlink /proc/self/ns/$n; done > /i4ctl/ns.tmp && mv /i4ctl/ns.tmp /i4ctl/ns; while [ ! -e /i4ctl/stop ]; do sleep 0.2; done'
+
+# stop_held STEP_PID CTL_DIR: let a PXT_HOLD step end and wait for its srun.
+stop_held() {
+    touch "$2/stop"
+    wait "$1" 2>/dev/null || true
+}
