@@ -11,8 +11,9 @@
 //! | `exit` | slurmstepd, root | free the shared state |
 //!
 //! Errors in `init_post_opt` and `user_init` are kept and returned from `task_init`: a
-//! failing `init_post_opt` fails the launch (Slurm may drain the node) and Slurm ignores a failing
-//! `user_init` (SchedMD bug 7573), so the step would otherwise run outside the container.
+//! failing `init_post_opt` fails the launch (Slurm may drain the node for it), and Slurm
+//! ignores a failing `user_init` (SchedMD bug 7573), so the step would otherwise run
+//! outside the container.
 
 use tracing::{debug, error, info};
 

@@ -189,10 +189,11 @@ ensure_node_usable() {
         st=$(node_state)
     fi
     case "$st" in
-        idle|idle~|mixed|allocated|plnd*|planned*) ;;
+        # a trailing '-' only means "planned by the backfill scheduler" (busy cluster)
+        idle|idle~|idle-|mixed|mixed-|allocated|allocated-|plnd*|planned*) ;;
         *)  log "node state '${st}', resuming"
             scontrol update nodename="$NODE" state=resume 2>/dev/null || true
-            wait_for 20 "node $NODE usable" sh -c "sinfo -h -n $NODE -o %T | grep -Eq '^(idle|mixed|allocated)$'" \
+            wait_for 20 "node $NODE usable" sh -c "sinfo -h -n $NODE -o %T | grep -Eq '^(idle|mixed|allocated)-?$'" \
                 || { tail -20 /var/log/slurm/slurmd.log >&2; die "node $NODE not usable (state: $(node_state))"; } ;;
     esac
 }
