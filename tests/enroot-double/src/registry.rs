@@ -439,10 +439,12 @@ pub fn import(cfg: &Config, uri: &OsStr, output: Option<&OsStr>) -> Result<()> {
     let work = work_dir(&cfg.path("ENROOT_TEMP_PATH"))?;
     let rootfs = prepare(&r, &uri.to_string_lossy(), work.path())?;
     eprintln!("[INFO] Creating squashfs filesystem...");
-    let temp = TempPath::new(util::sibling_temp(&filename, "import"));
-    squashfs::create(cfg, &rootfs, temp.path(), &[])?;
-    rename_no_replace(temp.path(), &filename)?;
-    temp.disarm();
+    // Like enroot, mksquashfs writes the requested file itself: a killed import leaves
+    // (at most) a partial file at the path the caller chose and will clean up, never a
+    // hidden temporary next to it. A failed one removes it.
+    let partial = TempPath::new(filename.clone());
+    squashfs::create(cfg, &rootfs, partial.path(), &[])?;
+    partial.disarm();
     Ok(())
 }
 
