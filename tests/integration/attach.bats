@@ -124,13 +124,14 @@ stop_holder() {
     ns=$(sed -n 's/^NS=//p' "$BATS_TEST_TMPDIR/holder.out")
     stop_holder "$BATS_TEST_TMPDIR/holder.out"
     # the container is stopped now: the pid enroot listed is gone and never joined
-    run_step --container-name="$name:exec" echo ran
+    run_step --container-name="$name:exec" echo pxt-command-ran
     assert_failure_with '"exec" flag was passed to --container-name but the container is not running'
-    refute_output_contains "ran"
-    # shellcheck disable=SC2016  # expanded inside the container
-    run_step_ok --container-name="$name" sh -c 'cat /i3tmp/marker 2>/dev/null || echo no-marker; echo "NS=$(readlink /proc/self/ns/mnt)"'
+    refute_output_contains "pxt-command-ran"
+    # A fresh container: the old one's tmpfs (and its marker) is gone. Its namespace
+    # inode cannot be compared: the kernel reuses the numbers of freed namespaces.
+    run_step_ok --container-name="$name" sh -c 'cat /i3tmp/marker 2>/dev/null || echo no-marker'
     assert_output_contains "no-marker"
-    refute_output_contains "NS=$ns"
+    [ -n "$ns" ]
 }
 
 @test "attach: several steps attach to one running container at the same time" {

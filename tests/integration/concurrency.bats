@@ -116,7 +116,7 @@ refute_collisions() {
     (exec 9>>"$lock" 3>&- && flock 9 && exec sleep 120) &
     holder=$!
     sleep 0.5
-    bg_step "$BATS_TEST_TMPDIR/waiter.out" --container-name="$CNAME" --container-image="$PXT_IMAGE" echo ran
+    bg_step "$BATS_TEST_TMPDIR/waiter.out" --container-name="$CNAME" --container-image="$PXT_IMAGE" echo pxt-command-ran
     bg=$BG_PID
     # the step runs on the node (its task is in pyxis's setup) ...
     local end=$((SECONDS + 60))
@@ -136,13 +136,13 @@ refute_collisions() {
     # the job's cancel reaches the waiting step: srun ends promptly (KillWait=5)
     wait "$bg" || true
     [ $((SECONDS - waited)) -lt 30 ]
-    if grep -qx ran "$BATS_TEST_TMPDIR/waiter.out"; then cat "$BATS_TEST_TMPDIR/waiter.out" >&2; return 1; fi
+    if grep -qx pxt-command-ran "$BATS_TEST_TMPDIR/waiter.out"; then cat "$BATS_TEST_TMPDIR/waiter.out" >&2; return 1; fi
     kill "$holder" 2>/dev/null || true
     wait "$holder" 2>/dev/null || true
     # nothing wedged: a new step creates the name at once
     alloc_job i3-concurrency
-    run_step_ok --container-name="$CNAME" --container-image="$PXT_IMAGE" echo ran
-    assert_output_contains "ran"
+    run_step_ok --container-name="$CNAME" --container-image="$PXT_IMAGE" echo pxt-command-ran
+    assert_output_contains "pxt-command-ran"
     container_exists "pyxis_$CNAME"
     assert_no_lock_files "$CNAME"
 }

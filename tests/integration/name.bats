@@ -85,15 +85,15 @@ teardown() {
 
 @test "name: :exec needs a running container (absent or stopped both fail)" {
     new_name exec
-    run_srun_unchecked --container-name="$CNAME:exec" --container-image="$PXT_IMAGE" echo ran
+    run_srun_unchecked --container-name="$CNAME:exec" --container-image="$PXT_IMAGE" echo pxt-command-ran
     assert_failure_with 'pyxis: error: "exec" flag was passed to --container-name but the container is not running'
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     # :exec never creates anything
     refute_container "pyxis_$CNAME"
     run_srun --container-name="$CNAME" --container-image="$PXT_IMAGE" true
-    run_srun_unchecked --container-name="$CNAME:exec" echo ran
+    run_srun_unchecked --container-name="$CNAME:exec" echo pxt-command-ran
     assert_failure_with 'pyxis: error: "exec" flag was passed to --container-name but the container is not running'
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
 }
 
 @test "name: :no_exec and :auto reuse a stopped container's filesystem" {
@@ -111,9 +111,9 @@ teardown() {
 
 @test "name: a missing container without --container-image names the full enroot name" {
     new_name missing
-    run_srun_unchecked --container-name="$CNAME" echo ran
+    run_srun_unchecked --container-name="$CNAME" echo pxt-command-ran
     assert_failure_with "pyxis: error: a container with name \"pyxis_$CNAME\" does not exist, and --container-image is not set"
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     refute_container "pyxis_$CNAME"
 }
 
@@ -121,9 +121,9 @@ teardown() {
     local long bad
     long=i3-$(printf 'x%.0s' $(seq 1 198))   # 201 bytes
     for bad in "i3 space $$" "$(printf 'i3\ttab%s' "$$")" "i3/slash$$" "." ".." "$long"; do
-        run_srun_unchecked --container-name="$bad" --container-image="$PXT_IMAGE" echo ran
+        run_srun_unchecked --container-name="$bad" --container-image="$PXT_IMAGE" echo pxt-command-ran
         assert_failure_with "--container-name: invalid name"
-        refute_output_contains "ran"
+        refute_output_contains "pxt-command-ran"
         # refused by srun itself: no step was started on the node
         refute_output_contains "slurmstepd"
         run timeout "$PXT_CMD_TIMEOUT" sbatch -o /dev/null --container-name="$bad" --container-image="$PXT_IMAGE" --wrap true

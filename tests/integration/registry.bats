@@ -59,9 +59,9 @@ teardown() {
 
 @test "registry: a 2-task step of a missing image says failed to import exactly once" {
     alloc_job i3-reg-missing
-    run_step -n 2 --overcommit --container-image="$PXT_REG_MISSING" echo ran
+    run_step -n 2 --overcommit --container-image="$PXT_REG_MISSING" echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     [ "$(count_lines_with "failed to import docker image: $PXT_REG_MISSING")" -eq 1 ]
     [ "$(count_lines_with "imported docker image")" -eq 0 ]
     [ "$(count_lines_with "importing docker image")" -eq 0 ]
@@ -71,9 +71,9 @@ teardown() {
 }
 
 @test "registry: a one-task step of a missing image announces, then fails once" {
-    run_srun_unchecked --container-image="$PXT_REG_MISSING" echo ran
+    run_srun_unchecked --container-image="$PXT_REG_MISSING" echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     [ "$(count_lines_with "pyxis: importing docker image: $PXT_REG_MISSING")" -eq 1 ]
     [ "$(count_lines_with "failed to import docker image: $PXT_REG_MISSING")" -eq 1 ]
     refute_output_contains "imported docker image"
@@ -109,17 +109,17 @@ teardown() {
 }
 
 @test "registry: an unknown scheme becomes docker://podman://... and fails in enroot (W24)" {
-    run_srun_unchecked --container-image=podman://i3/nothing echo ran
+    run_srun_unchecked --container-image=podman://i3/nothing echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     assert_output_contains "failed to import docker image: podman://i3/nothing"
 }
 
 @test "registry: an image starting with '.' is a squashfs path, never a registry image (W24)" {
     cd "$BATS_TEST_TMPDIR"
-    run_srun_unchecked --container-image=.i3-not-a-tag echo ran
+    run_srun_unchecked --container-image=.i3-not-a-tag echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     refute_output_contains "docker image"
     assert_output_contains "failed to create container filesystem for image: .i3-not-a-tag"
 }

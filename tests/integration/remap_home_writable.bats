@@ -105,11 +105,11 @@ EOF
 
     run_srun_stdout --container-image="$PXT_IMAGE" --container-remap-root --container-writable \
         --container-mounts="$bin:/usr/local/bin/i4-chown32:ro" \
-        sh -c 'touch /i4-owned; i4-chown32 /i4-owned; echo "remap=$?"'
+        sh -c 'touch /i4-owned; /usr/local/bin/i4-chown32 /i4-owned; echo "remap=$?"'
     [ "$output" = remap=0 ]
     run_srun_stdout --container-image="$PXT_IMAGE" --no-container-remap-root \
         --container-mounts="$bin:/usr/local/bin/i4-chown32:ro" \
-        sh -c 'touch /tmp/i4-owned; i4-chown32 /tmp/i4-owned; echo "noremap=$?"'
+        sh -c 'touch /tmp/i4-owned; /usr/local/bin/i4-chown32 /tmp/i4-owned; echo "noremap=$?"'
     [ "$output" = noremap=0 ]
     assert_no_own_leftovers
 }

@@ -215,9 +215,9 @@ is_double() {
     install_importer
     with_config importer="$IMPORTER"
     user_env "PXT_IMPORTER_FAIL=i3 importer: simulated registry outage"
-    user_srun -n 2 --container-image="$PXT_REG_BUSYBOX" echo ran
+    user_srun -n 2 --container-image="$PXT_REG_BUSYBOX" echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     [ "$(count_lines_with "failed to import docker image: $PXT_REG_BUSYBOX (importer: $IMPORTER)")" -eq 1 ]
     assert_output_contains "pyxis: printing importer log file:"
     assert_output_contains "i3 importer: simulated registry outage"
@@ -229,9 +229,9 @@ is_double() {
 
     # later assignments win in env(1): the failure is switched off again
     user_env PXT_IMPORTER_FAIL= PXT_IMPORTER_EMPTY=1
-    user_srun --container-image="$PXT_REG_BUSYBOX" echo ran
+    user_srun --container-image="$PXT_REG_BUSYBOX" echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     assert_output_contains "importer did not return a squashfs path"
 }
 
@@ -262,7 +262,7 @@ is_double() {
     with_config importer="$IMPORTER"
     user_env "PXT_IMPORTER_SQUASHFS=$PXT_IMAGE" PXT_IMPORTER_SLEEP=120
     user_alloc
-    user_bg_step "$WORK/step.out" --container-image="$PXT_REG_BUSYBOX" echo ran
+    user_bg_step "$WORK/step.out" --container-image="$PXT_REG_BUSYBOX" echo pxt-command-ran
     local bg=$BG_PID step
     wait_for_line "$U/log/calls" "sleeping $JOB." 60 "$bg"
     step=$(sed -n 's/^sleeping //p' "$U/log/calls")
@@ -270,7 +270,7 @@ is_double() {
     [ -n "$(job_files "$JOB")" ]
     scancel "$step"
     wait "$bg" || true
-    if grep -qx ran "$WORK/step.out"; then cat "$WORK/step.out" >&2; return 1; fi
+    if grep -qx pxt-command-ran "$WORK/step.out"; then cat "$WORK/step.out" >&2; return 1; fi
     wait_no_job_files "$JOB"
     refute_container_of_job
     # the cleanup released what get had left
@@ -410,9 +410,9 @@ skip_without_squashfuse() {
     must_succeed
     assert_output_contains "loaded"
     refute_output_contains "imported docker image"
-    user_srun -n 2 --container-image="$PXT_REG_MISSING" echo ran
+    user_srun -n 2 --container-image="$PXT_REG_MISSING" echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     [ "$(count_lines_with "failed to import docker image: $PXT_REG_MISSING")" -eq 1 ]
     double_log_checks || return 0
     run enroot_argvs
@@ -542,22 +542,22 @@ skip_without_squashfuse() {
     [ -d "$rt" ]
     # another user's directory, a shared one, a symlink: all refused before any container
     install -d -o "$PXT_USER" -m 0755 "$rt/$TUID"
-    user_srun --container-image="$PXT_IMAGE" echo ran
+    user_srun --container-image="$PXT_IMAGE" echo pxt-command-ran
     assert_failure_with "$rt/$TUID is not a directory owned by uid $TUID with mode 0700"
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     rmdir "$rt/$TUID"
     install -d -o root -m 0700 "$rt/$TUID"
-    user_srun --container-image="$PXT_IMAGE" echo ran
+    user_srun --container-image="$PXT_IMAGE" echo pxt-command-ran
     assert_failure_with "refusing to use it"
     rmdir "$rt/$TUID"
     install -d -o "$PXT_USER" -m 0700 "$U/elsewhere"
     ln -s "$U/elsewhere" "$rt/$TUID"
-    user_srun --container-image="$PXT_IMAGE" echo ran
+    user_srun --container-image="$PXT_IMAGE" echo pxt-command-ran
     assert_failure_with "refusing to use it"
     rm "$rt/$TUID"
     # made by pyxis itself: private to the user, and used
-    user_srun --container-image="$PXT_REG_BUSYBOX" echo ran
+    user_srun --container-image="$PXT_REG_BUSYBOX" echo pxt-command-ran
     must_succeed
-    assert_output_contains "ran"
+    assert_output_contains "pxt-command-ran"
     [ "$(stat -c '%U %a' "$rt/$TUID")" = "$PXT_USER 700" ]
 }

@@ -111,9 +111,9 @@ assert_squashfs() {
 @test "save: a step whose container never started exports nothing, and says why (W20)" {
     local saved="$BATS_TEST_TMPDIR/never.sqsh"
     alloc_job i3-save-never
-    run_step --container-image="$PXT_REG_MISSING" --container-save="$saved" echo ran
+    run_step --container-image="$PXT_REG_MISSING" --container-save="$saved" echo pxt-command-ran
     [ "$status" -ne 0 ]
-    refute_output_contains "ran"
+    refute_output_contains "pxt-command-ran"
     assert_output_contains "failed to import docker image: $PXT_REG_MISSING"
     [ ! -e "$saved" ]
     refute_output_contains "exported container"
