@@ -22,7 +22,7 @@ PKGS=(
   # the test image is built from Debian's statically linked busybox
   busybox-static
   # test runner and the tools the tests and the harness call
-  bats procps psmisc iproute2 util-linux jq curl rsync binutils make
+  bats procps psmisc iproute2 util-linux jq curl rsync binutils make strace
   # bindgen (spank-sys) needs libclang
   libclang-dev clang
   # image tooling for later suites (loopback registry, OCI layouts)
