@@ -26,7 +26,7 @@ impl Step {
 /// `task_exit` of the last local task (slurmstepd, root).
 fn finish(step: &mut Step) -> Result<(), StepError> {
     // A helper nobody released (a task failed before joining) would stay stopped.
-    if let Some(Setup::Ready { helper, .. }) = step.shm.as_ref().map(SharedStep::snapshot) {
+    if let Some(Setup::Ready { helper }) = step.shm.as_ref().map(SharedStep::snapshot) {
         if is_stopped_helper(helper, step.job.uid) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(helper).unwrap_or(i32::MAX)),

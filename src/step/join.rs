@@ -31,14 +31,11 @@ fn enter_container(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
         source,
     })?;
     let shm = step.shm.as_ref().ok_or(StepError::NotStarted)?;
-    let (helper, ns_pid) = {
+    let helper = {
         let mut lock = shm.lock()?;
         if lock.enter() {
             match create_and_start(step, &task_env) {
-                Ok(helper) => lock.publish(Setup::Ready {
-                    helper,
-                    ns_pid: helper,
-                }),
+                Ok(helper) => lock.publish(Setup::Ready { helper }),
                 Err(e) => {
                     lock.publish(Setup::Failed);
                     return Err(e);
@@ -46,15 +43,16 @@ fn enter_container(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
             }
         }
         match lock.setup() {
-            Setup::Ready { helper, ns_pid } => (helper, ns_pid),
+            Setup::Ready { helper } => helper,
             _ => return Err(StepError::NotStarted),
         }
     };
+    // A running named container was pinned in user_init; otherwise the helper's are ours.
     let opened;
     let ns = match &step.plan {
         Some(Plan::Attach(pinned)) => pinned,
         _ => {
-            opened = ContainerNamespaces::open(ns_pid, step.args.unshare).map_err(|e| match e {
+            opened = ContainerNamespaces::open(helper, step.args.unshare).map_err(|e| match e {
                 // We asked enroot for the namespace (ENROOT_UNSHARE_*) and it did not
                 // create one: it predates the feature (4.1.2 ignores the variables), W22.
                 NsError::NotUnshared(opt, _) => StepError::EnrootTooOld(opt),

@@ -16,8 +16,8 @@ use std::time::Duration;
 pub enum Setup {
     /// No task got to it yet.
     Pending,
-    /// The helper is stopped and ready to be joined.
-    Ready { helper: u32, ns_pid: u32 },
+    /// The helper (the container's stopped first process) is ready to be joined.
+    Ready { helper: u32 },
     /// The creator failed; it reported why.
     Failed,
 }
@@ -32,7 +32,6 @@ struct Shared {
     /// 0 pending, 1 ready, 2 failed.
     state: u32,
     helper: u32,
-    ns_pid: u32,
 }
 
 /// Errors of the shared state.
@@ -117,7 +116,6 @@ impl SharedStep {
                         let s = &mut *self.ptr.as_ptr();
                         s.state = 2;
                         s.helper = 0;
-                        s.ns_pid = 0;
                         libc::pthread_mutex_unlock(m);
                     }
                     return Err(ShmError::OwnerDied);
@@ -184,15 +182,13 @@ impl Guard<'_> {
         let s = self.shared();
         match setup {
             Setup::Pending => s.state = 0,
-            Setup::Ready { helper, ns_pid } => {
+            Setup::Ready { helper } => {
                 s.state = 1;
                 s.helper = helper;
-                s.ns_pid = ns_pid;
             }
             Setup::Failed => {
                 s.state = 2;
                 s.helper = 0;
-                s.ns_pid = 0;
             }
         }
     }
@@ -216,10 +212,7 @@ impl Drop for Guard<'_> {
 
 fn decode(s: &Shared) -> Setup {
     match s.state {
-        1 if s.helper > 0 && s.ns_pid > 0 => Setup::Ready {
-            helper: s.helper,
-            ns_pid: s.ns_pid,
-        },
+        1 if s.helper > 0 => Setup::Ready { helper: s.helper },
         0 => Setup::Pending,
         _ => Setup::Failed,
     }
@@ -249,22 +242,14 @@ mod tests {
             let mut g = step.lock().unwrap();
             assert!(g.enter());
             assert_eq!(g.setup(), Setup::Pending);
-            g.publish(Setup::Ready {
-                helper: 10,
-                ns_pid: 11,
-            });
+            g.publish(Setup::Ready { helper: 10 });
         }
         // SAFETY: the child only uses the mapping and exits with _exit.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
                 let code = match step.lock() {
                     Ok(mut g) => {
-                        let ok = !g.enter()
-                            && g.setup()
-                                == Setup::Ready {
-                                    helper: 10,
-                                    ns_pid: 11,
-                                };
+                        let ok = !g.enter() && g.setup() == Setup::Ready { helper: 10 };
                         g.started();
                         i32::from(!ok)
                     }
