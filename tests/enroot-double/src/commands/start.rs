@@ -165,6 +165,18 @@ pub fn run(mut cfg: Config, args: StartArgs) -> Result<Infallible> {
             cfg.set(key, "y");
         }
     }
+    // Emulates enroot 4.1.2 and older, which ignore ENROOT_UNSHARE_* (only the
+    // variables; the command-line flags did not exist): lets the tests check how pyxis-rs
+    // reports an enroot too old for --container-unshare.
+    if std::env::var_os("ENROOT_DOUBLE_IGNORE_UNSHARE").is_some_and(|v| v == "1") {
+        for key in [
+            "ENROOT_UNSHARE_NET",
+            "ENROOT_UNSHARE_IPC",
+            "ENROOT_UNSHARE_UTS",
+        ] {
+            cfg.unset(key);
+        }
+    }
     if cfg.is_on("ENROOT_UNSHARE_PID") {
         // A PID namespace needs a fork, which would break the one-process contract pyxis relies on.
         return Err(Error::msg(
