@@ -94,21 +94,6 @@ new_containers() {
     LC_ALL=C comm -13 "$before" <(pyxis_containers)
 }
 
-# assert_no_new_containers [SECONDS] [FILE]: unnamed containers are removed in
-# slurmstepd's task_exit, which may finish a moment after srun returns: poll.
-assert_no_new_containers() {
-    local secs="${1:-20}" before="${2:-$BATS_TEST_TMPDIR/containers.before}" left end=$((SECONDS + ${1:-20}))
-    while :; do
-        left=$(new_containers "$before")
-        [ -z "$left" ] && return 0
-        if [ "$SECONDS" -ge "$end" ]; then
-            printf 'pyxis containers left behind after %ss:\n%s\n' "$secs" "$left" >&2
-            return 1
-        fi
-        sleep 0.5
-    done
-}
-
 # assert_output_contains STRING: fixed-string match against $output.
 assert_output_contains() {
     if ! grep -qF -- "$1" <<< "$output"; then
@@ -153,3 +138,51 @@ assert_help_lists_all_options() {
         return 1
     fi
 }
+
+# poll_no_leftovers SECS CMD...: CMD prints leftover pyxis containers; polls until it prints
+# nothing, and after SECS fails with the list (cleanup runs after the step returns).
+poll_no_leftovers() {
+    local secs="$1" left end=$((SECONDS + $1))
+    shift
+    while :; do
+        left=$("$@")
+        [ -z "$left" ] && return 0
+        if [ "$SECONDS" -ge "$end" ]; then
+            printf 'pyxis containers left behind after %ss:\n%s\n' "$secs" "$left" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# assert_no_new_containers [SECS] [SNAPSHOT]: no container appeared since snapshot_containers.
+assert_no_new_containers() {
+    poll_no_leftovers "${1:-20}" new_containers "${2:-$BATS_TEST_TMPDIR/containers.before}"
+}
+
+# Steps of an allocation $ALLOC_JOB that the suite made (salloc --no-shell), overlapping
+# each other: one task unless ARGS say otherwise.
+
+# run_step ARGS...: `run srun` as a step of $ALLOC_JOB that may overlap the others.
+run_step() {
+    run timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 -n1 "$@"
+}
+
+# run_step_ok ARGS...: the same, the step must succeed.
+run_step_ok() {
+    run_step "$@"
+    if [ "$status" -ne 0 ]; then
+        printf 'srun --jobid=%s %s failed with status %s:\n%s\n' "$ALLOC_JOB" "$*" "$status" "$output" >&2
+        return 1
+    fi
+}
+
+# bg_step OUTFILE ARGS...: start a step of $ALLOC_JOB in the background (stdout and
+# stderr to OUTFILE); its pid goes to $BG_PID. fd 3 is bats' own: closed for the child.
+bg_step() {
+    local out="$1"; shift
+    timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 -n1 "$@" >"$out" 2>&1 3>&- &
+    # shellcheck disable=SC2034  # read by the caller
+    BG_PID=$!
+}
+

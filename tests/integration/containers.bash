@@ -180,29 +180,6 @@ wait_job_gone() {
     done
 }
 
-# run_step ARGS...: `run srun` as a step of $ALLOC_JOB that may overlap the others.
-run_step() {
-    run timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 -n1 "$@"
-}
-
-# run_step_ok ARGS...: the same, the step must succeed.
-run_step_ok() {
-    run_step "$@"
-    if [ "$status" -ne 0 ]; then
-        printf 'srun --jobid=%s %s failed with status %s:\n%s\n' "$ALLOC_JOB" "$*" "$status" "$output" >&2
-        return 1
-    fi
-}
-
-# bg_step OUTFILE ARGS...: start a step of $ALLOC_JOB in the background (stdout and
-# stderr to OUTFILE); its pid goes to $BG_PID. fd 3 is bats' own: closed for the child.
-bg_step() {
-    local out="$1"; shift
-    timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 -n1 "$@" >"$out" 2>&1 3>&- &
-    # shellcheck disable=SC2034  # read by the caller
-    BG_PID=$!
-}
-
 # wait_for_line FILE STRING [SECONDS] [PID]: FILE gets a line containing STRING; fails
 # early when PID (the writer) exited without printing it.
 wait_for_line() {

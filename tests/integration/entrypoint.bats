@@ -95,7 +95,7 @@ custom_entrypoint() {
     NAMES+=("$name")
     # both steps in one job: a named container of container_scope=job lives until the job ends
     alloc_start
-    run_in_alloc_ok --container-image="$PXT_REG_APP" --container-name="$name" --no-container-entrypoint sh -c "$SHOW"
+    run_step_ok --container-image="$PXT_REG_APP" --container-name="$name" --no-container-entrypoint sh -c "$SHOW"
     assert_output_contains "ENTRYPOINT_VAR=unset"
     # on disk, /etc/rc.local is still the image's (pyxis wrote 'exec "$@"' into it)
     rootfs=$(container_rootfs "$name" "$ALLOC_JOB")
@@ -109,14 +109,14 @@ custom_entrypoint() {
         fi
     fi
 
-    run_in_alloc_ok --container-name="$name" --container-entrypoint --container-entrypoint-log sh -c "$SHOW"
+    run_step_ok --container-name="$name" --container-entrypoint --container-entrypoint-log sh -c "$SHOW"
     assert_output_contains "$PXT_ENTRYPOINT_LINE"
     assert_output_contains "$PXT_ENTRYPOINT_VAR"
     if [ -n "$rootfs" ]; then
         [ "$(cat "$rootfs/etc/rc.local" 2>/dev/null || echo "<no rc.local>")" = "$before" ]
     fi
     # and disabled again for a third step
-    run_in_alloc_ok --container-name="$name" --no-container-entrypoint sh -c "$SHOW"
+    run_step_ok --container-name="$name" --no-container-entrypoint sh -c "$SHOW"
     assert_output_contains "ENTRYPOINT_VAR=unset"
     refute_output_contains "$PXT_ENTRYPOINT_LINE"
     [ -n "$rootfs" ] || skip "steps passed; the on-disk check was skipped: container directory not found under '$(enroot_data_path)'"

@@ -55,21 +55,6 @@ own_new_containers() {
     new_containers | grep -E "^pyxis_((${ids})\.[0-9]+|(${ids})_(${ids})\.[0-9]+|([0-9]+_)?i4-.*)\$" || true
 }
 
-# assert_no_own_leftovers [SECONDS]: unnamed containers are removed in task_exit, which may
-# finish a moment after srun returns: poll.
-assert_no_own_leftovers() {
-    local secs="${1:-20}" left end=$((SECONDS + ${1:-20}))
-    while :; do
-        left=$(own_new_containers)
-        [ -z "$left" ] && return 0
-        if [ "$SECONDS" -ge "$end" ]; then
-            printf 'pyxis containers left behind after %ss:\n%s\n' "$secs" "$left" >&2
-            return 1
-        fi
-        sleep 0.5
-    done
-}
-
 # remove_containers NAME...: best-effort removal of pyxis_NAME and pyxis_<job>_NAME (teardown).
 remove_containers() {
     local n c list
@@ -133,30 +118,6 @@ alloc_release() {
     rm -f "$BATS_TEST_TMPDIR/allocations"
 }
 
-# run_in_alloc ARGS...: `run srun` as an overlapping one-node step of $ALLOC_JOB.
-run_in_alloc() {
-    run timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 "$@"
-}
-
-# run_in_alloc_ok ARGS...: the same; the step must succeed.
-run_in_alloc_ok() {
-    run_in_alloc "$@"
-    # shellcheck disable=SC2154  # $status and $output are set by bats' run
-    if [ "$status" -ne 0 ]; then
-        printf 'srun --jobid=%s %s failed with status %s:\n%s\n' "$ALLOC_JOB" "$*" "$status" "$output" >&2
-        return 1
-    fi
-}
-
-# bg_in_alloc OUTFILE ARGS...: start a step of $ALLOC_JOB in the background (stdout and
-# stderr to OUTFILE), pid in $BG_PID. fd 3 is bats' own: closed for the child.
-bg_in_alloc() {
-    local out="$1"; shift
-    timeout "$PXT_CMD_TIMEOUT" srun --jobid="$ALLOC_JOB" --overlap -N1 -n1 "$@" >"$out" 2>&1 3>&- &
-    # shellcheck disable=SC2034  # used by the .bats files
-    BG_PID=$!
-}
-
 # wait_for_file FILE [SECONDS] [PID]: FILE exists and is not empty; fails early when PID
 # (the step that writes it) exited first.
 wait_for_file() {
@@ -184,4 +145,9 @@ PXT_HOLD='for n in mnt net ipc uts; do readlink /proc/self/ns/$n; done > /i4ctl/
 stop_held() {
     touch "$2/stop"
     wait "$1" 2>/dev/null || true
+}
+
+# assert_no_own_leftovers [SECS]: no container of our own jobs or names is left.
+assert_no_own_leftovers() {
+    poll_no_leftovers "${1:-20}" own_new_containers
 }

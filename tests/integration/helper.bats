@@ -69,11 +69,11 @@ assert_no_foreign_children() {
     name=$(i4_name helper)
     NAMES+=("$name")
     alloc_start
-    bg_in_alloc "$BATS_TEST_TMPDIR/held.out" --container-image="$PXT_IMAGE" --container-name="$name" \
+    bg_step "$BATS_TEST_TMPDIR/held.out" --container-image="$PXT_IMAGE" --container-name="$name" \
         --container-mounts="$CTL:/i4ctl" sh -c "$PXT_HOLD"
     wait_for_file "$CTL/ns" 60 "$BG_PID" || { cat "$BATS_TEST_TMPDIR/held.out" >&2; return 1; }
     # attaching still starts a helper from the rootfs, for the environment and cwd
-    run_in_alloc_ok --container-name="$name" sh -c "$CHILDREN"
+    run_step_ok --container-name="$name" sh -c "$CHILDREN"
     output=$(grep -E '^(children|control|sleep):' <<< "$output")
     assert_no_foreign_children
     stop_held "$BG_PID" "$CTL"

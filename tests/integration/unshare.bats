@@ -146,7 +146,7 @@ field() {
 # its namespaces written to $CTL/ns (mnt, net, ipc, uts, one per line).
 hold_container() {
     local name="$1"; shift
-    bg_in_alloc "$BATS_TEST_TMPDIR/held.out" --container-image="$PXT_IMAGE" --container-name="$name" \
+    bg_step "$BATS_TEST_TMPDIR/held.out" --container-image="$PXT_IMAGE" --container-name="$name" \
         --container-mounts="$CTL:/i4ctl" "$@" sh -c "$PXT_HOLD"
     if ! wait_for_file "$CTL/ns" 60 "$BG_PID"; then
         cat "$BATS_TEST_TMPDIR/held.out" >&2
@@ -165,9 +165,9 @@ hold_container() {
     printf 'running container: %s\n' "$held"
     # shellcheck disable=SC2016  # expanded inside the container
     local show='for n in mnt net ipc uts; do printf "%s " "$(readlink /proc/self/ns/$n)"; done; echo'
-    run_in_alloc_ok --container-name="$name" sh -c "$show"
+    run_step_ok --container-name="$name" sh -c "$show"
     [ "$(tail -n 1 <<< "$output")" = "$held" ]
-    run_in_alloc_ok --container-name="$name" --container-unshare=net,ipc,uts sh -c "$show"
+    run_step_ok --container-name="$name" --container-unshare=net,ipc,uts sh -c "$show"
     [ "$(tail -n 1 <<< "$output")" = "$held" ]
     stop_held "$BG_PID" "$CTL"
 }
@@ -178,11 +178,11 @@ hold_container() {
     NAMES+=("$name")
     alloc_start
     hold_container "$name"
-    run_in_alloc --container-name="$name" --container-unshare=ipc true
+    run_step --container-name="$name" --container-unshare=ipc true
     assert_failure_with "not in a separate IPC namespace"
-    run_in_alloc --container-name="$name" --container-unshare=net true
+    run_step --container-name="$name" --container-unshare=net true
     assert_failure_with "not in a separate network namespace"
-    run_in_alloc --container-name="$name" --container-unshare=uts true
+    run_step --container-name="$name" --container-unshare=uts true
     assert_failure_with "not in a separate UTS namespace"
     stop_held "$BG_PID" "$CTL"
 }

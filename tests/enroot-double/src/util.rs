@@ -70,6 +70,32 @@ pub fn realpath(path: &Path) -> io::Result<PathBuf> {
 }
 
 /// Whether a container name is acceptable (enroot refuses names containing `/`).
+/// The root filesystem of an existing container `name` under `ENROOT_DATA_PATH`, with
+/// enroot's errors: `Invalid argument: <name>` for a name enroot refuses, `No such file or
+/// directory: <path>` when it does not exist.
+pub fn existing_container(
+    cfg: &crate::config::Config,
+    name: &OsStr,
+) -> crate::error::Result<std::path::PathBuf> {
+    use crate::error::Error;
+    if !valid_name(name) {
+        return Err(Error::msg(format!(
+            "Invalid argument: {}",
+            name.to_string_lossy()
+        )));
+    }
+    let joined = cfg.path("ENROOT_DATA_PATH").join(name);
+    let rootfs = realpath(&joined)
+        .map_err(|_| Error::msg(format!("No such file or directory: {}", joined.display())))?;
+    if !rootfs.is_dir() {
+        return Err(Error::msg(format!(
+            "No such file or directory: {}",
+            rootfs.display()
+        )));
+    }
+    Ok(rootfs)
+}
+
 pub fn valid_name(name: &OsStr) -> bool {
     !name.as_bytes().contains(&b'/')
 }

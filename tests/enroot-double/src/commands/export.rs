@@ -62,21 +62,7 @@ pub fn run(cfg: &Config, name: &OsStr, output: Option<&OsStr>, force: bool) -> R
     if name.is_empty() {
         return Err(Error::msg("Invalid argument"));
     }
-    if !util::valid_name(name) {
-        return Err(Error::msg(format!(
-            "Invalid argument: {}",
-            name.to_string_lossy()
-        )));
-    }
-    let joined = cfg.path("ENROOT_DATA_PATH").join(name);
-    let rootfs = util::realpath(&joined)
-        .map_err(|_| Error::msg(format!("No such file or directory: {}", joined.display())))?;
-    if !rootfs.is_dir() {
-        return Err(Error::msg(format!(
-            "No such file or directory: {}",
-            rootfs.display()
-        )));
-    }
+    let rootfs = util::existing_container(cfg, name)?;
     let requested = match output {
         Some(o) => PathBuf::from(o),
         None => {

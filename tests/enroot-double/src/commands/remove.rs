@@ -35,21 +35,7 @@ fn remove_one(cfg: &Config, name: &OsStr, force: bool) -> Result<()> {
     if name.is_empty() {
         return Err(Error::msg("Invalid argument"));
     }
-    if !util::valid_name(name) {
-        return Err(Error::msg(format!(
-            "Invalid argument: {}",
-            name.to_string_lossy()
-        )));
-    }
-    let joined = cfg.path("ENROOT_DATA_PATH").join(name);
-    let rootfs = util::realpath(&joined)
-        .map_err(|_| Error::msg(format!("No such file or directory: {}", joined.display())))?;
-    if !rootfs.is_dir() {
-        return Err(Error::msg(format!(
-            "No such file or directory: {}",
-            rootfs.display()
-        )));
-    }
+    let rootfs = util::existing_container(cfg, name)?;
     if force || confirm(&rootfs)? {
         util::remove_tree(&rootfs)
             .map_err(|e| Error::io(format!("Could not remove {}", rootfs.display()), &e))?;

@@ -52,21 +52,7 @@ fn resolve_target(cfg: &Config, arg: &OsStr) -> Result<Target> {
             .map_err(|_| Error::msg(format!("No such file or directory: {}", as_path.display())))?;
         return Ok(Target::Image(image));
     }
-    if !util::valid_name(arg) {
-        return Err(Error::msg(format!(
-            "Invalid argument: {}",
-            arg.to_string_lossy()
-        )));
-    }
-    let joined = cfg.path("ENROOT_DATA_PATH").join(arg);
-    let rootfs = util::realpath(&joined)
-        .map_err(|_| Error::msg(format!("No such file or directory: {}", joined.display())))?;
-    if !rootfs.is_dir() {
-        return Err(Error::msg(format!(
-            "No such file or directory: {}",
-            rootfs.display()
-        )));
-    }
+    let rootfs = util::existing_container(cfg, arg)?;
     Ok(Target::Dir(rootfs))
 }
 
