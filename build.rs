@@ -3,8 +3,10 @@
 //! pyxis links with a version script (node `PYXIS_1.0`) so that only `plugin_name`,
 //! `plugin_type`, `plugin_version` and the `slurm_spank_*` callbacks are exported. rustc
 //! already hides everything that is not `#[no_mangle]` in a cdylib; the script pins the
-//! exported set (and its version node) so an accidental extra export cannot change how
-//! Slurm treats the plugin. `plugin_version` itself comes from the same
+//! exported set so an accidental extra export cannot change how Slurm treats the plugin
+//! (`make check-symbols` verifies it). The node is defined, but rustc's own export list
+//! leaves the symbols unversioned; Slurm looks them up unversioned with `dlsym`, so that
+//! makes no difference to loading. `plugin_version` itself comes from the same
 //! `<slurm/spank.h>` headers through spank-sys (`SLURM_VERSION_NUMBER`).
 
 use std::path::PathBuf;
