@@ -160,6 +160,32 @@ assert_no_new_containers() {
     poll_no_leftovers "${1:-20}" new_containers "${2:-$BATS_TEST_TMPDIR/containers.before}"
 }
 
+# alloc_job [NAME]: `salloc --no-shell` a one-task, overcommitting allocation, named NAME
+# (else $SALLOC_JOB_NAME or Slurm's default); its id goes to $ALLOC_JOB and is remembered
+# for release_jobs.
+alloc_job() {
+    local out name=()
+    [ -z "${1-}" ] || name=(-J "$1")
+    out=$(timeout "$PXT_CMD_TIMEOUT" salloc --no-shell -N1 -n1 --overcommit --oversubscribe \
+        "${name[@]}" 2>&1) || { printf 'salloc failed:\n%s\n' "$out" >&2; return 1; }
+    ALLOC_JOB=$(sed -n 's/.*Granted job allocation \([0-9][0-9]*\).*/\1/p' <<< "$out" | head -n 1)
+    if [ -z "$ALLOC_JOB" ]; then
+        printf 'no job id in the salloc output:\n%s\n' "$out" >&2
+        return 1
+    fi
+    echo "$ALLOC_JOB" >> "$BATS_TEST_TMPDIR/allocations"
+}
+
+# release_jobs: cancel every allocation this test made (teardown).
+release_jobs() {
+    local j
+    [ -f "$BATS_TEST_TMPDIR/allocations" ] || return 0
+    while read -r j; do
+        scancel "$j" 2>/dev/null || true
+    done < "$BATS_TEST_TMPDIR/allocations"
+    rm -f "$BATS_TEST_TMPDIR/allocations"
+}
+
 # Steps of an allocation $ALLOC_JOB that the suite made (salloc --no-shell), overlapping
 # each other: one task unless ARGS say otherwise.
 

@@ -142,30 +142,6 @@ double_log_checks() {
 
 # --- allocations (upstream runs the overlapping steps under `salloc --overcommit`)
 
-# alloc_job [NAME]: `salloc --no-shell` a one-task, overcommitting allocation; its id
-# goes to $ALLOC_JOB and is remembered for release_jobs.
-alloc_job() {
-    local out
-    out=$(timeout "$PXT_CMD_TIMEOUT" salloc --no-shell -N1 -n1 --overcommit --oversubscribe \
-        -J "${1:-i3-alloc}" 2>&1) || { printf 'salloc failed:\n%s\n' "$out" >&2; return 1; }
-    ALLOC_JOB=$(sed -n 's/.*Granted job allocation \([0-9][0-9]*\).*/\1/p' <<< "$out" | head -n 1)
-    if [ -z "$ALLOC_JOB" ]; then
-        printf 'no job id in the salloc output:\n%s\n' "$out" >&2
-        return 1
-    fi
-    echo "$ALLOC_JOB" >> "$BATS_TEST_TMPDIR/allocations"
-}
-
-# release_jobs: cancel every allocation this test made (teardown).
-release_jobs() {
-    local j
-    [ -f "$BATS_TEST_TMPDIR/allocations" ] || return 0
-    while read -r j; do
-        scancel "$j" 2>/dev/null || true
-    done < "$BATS_TEST_TMPDIR/allocations"
-    rm -f "$BATS_TEST_TMPDIR/allocations"
-}
-
 # wait_job_gone JOBID [SECONDS]: the job ended and finished completing (its epilog ran).
 wait_job_gone() {
     local end=$((SECONDS + ${2:-60})) st

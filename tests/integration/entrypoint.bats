@@ -17,7 +17,7 @@ setup() {
 }
 
 teardown() {
-    alloc_release
+    release_jobs
     remove_containers "${NAMES[@]}"
 }
 
@@ -94,7 +94,7 @@ custom_entrypoint() {
     name=$(i4_name w7)
     NAMES+=("$name")
     # both steps in one job: a named container of container_scope=job lives until the job ends
-    alloc_start
+    alloc_job
     run_step_ok --container-image="$PXT_REG_APP" --container-name="$name" --no-container-entrypoint sh -c "$SHOW"
     assert_output_contains "ENTRYPOINT_VAR=unset"
     # on disk, /etc/rc.local is still the image's (pyxis wrote 'exec "$@"' into it)

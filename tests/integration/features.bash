@@ -94,30 +94,6 @@ container_rootfs() {
 # --- steps of one allocation (named containers live until the job ends with
 # container_scope=job, and attaching needs two steps of the same job)
 
-# alloc_start: `salloc --no-shell` a one-node allocation whose steps may overlap; its id
-# goes to $ALLOC_JOB (released by alloc_release in teardown).
-alloc_start() {
-    local out
-    out=$(timeout "$PXT_CMD_TIMEOUT" salloc --no-shell -N1 -n1 --overcommit --oversubscribe 2>&1) \
-        || { printf 'salloc failed:\n%s\n' "$out" >&2; return 1; }
-    ALLOC_JOB=$(sed -n 's/.*Granted job allocation \([0-9][0-9]*\).*/\1/p' <<< "$out" | head -n 1)
-    if [ -z "$ALLOC_JOB" ]; then
-        printf 'no job id in the salloc output:\n%s\n' "$out" >&2
-        return 1
-    fi
-    echo "$ALLOC_JOB" >> "$BATS_TEST_TMPDIR/allocations"
-}
-
-# alloc_release: cancel the allocations this test made.
-alloc_release() {
-    local j
-    [ -f "$BATS_TEST_TMPDIR/allocations" ] || return 0
-    while read -r j; do
-        scancel "$j" 2>/dev/null || true
-    done < "$BATS_TEST_TMPDIR/allocations"
-    rm -f "$BATS_TEST_TMPDIR/allocations"
-}
-
 # wait_for_file FILE [SECONDS] [PID]: FILE exists and is not empty; fails early when PID
 # (the step that writes it) exited first.
 wait_for_file() {

@@ -22,7 +22,7 @@ setup() {
 teardown() {
     if [ -n "${CTL-}" ]; then touch "$CTL/stop"; fi
     if [ -n "${BG_PID-}" ]; then wait "$BG_PID" 2>/dev/null || true; fi
-    alloc_release
+    release_jobs
     remove_containers "${NAMES[@]}"
 }
 
@@ -68,7 +68,7 @@ assert_no_foreign_children() {
     local name
     name=$(i4_name helper)
     NAMES+=("$name")
-    alloc_start
+    alloc_job
     bg_step "$BATS_TEST_TMPDIR/held.out" --container-image="$PXT_IMAGE" --container-name="$name" \
         --container-mounts="$CTL:/i4ctl" sh -c "$PXT_HOLD"
     wait_for_file "$CTL/ns" 60 "$BG_PID" || { cat "$BATS_TEST_TMPDIR/held.out" >&2; return 1; }

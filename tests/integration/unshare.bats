@@ -24,7 +24,7 @@ setup() {
 teardown() {
     touch "$CTL/stop"
     if [ -n "$BG_PID" ]; then wait "$BG_PID" 2>/dev/null || true; fi
-    alloc_release
+    release_jobs
     remove_containers "${NAMES[@]}"
 }
 
@@ -159,7 +159,7 @@ hold_container() {
     local name held
     name=$(i4_name attach-ns)
     NAMES+=("$name")
-    alloc_start
+    alloc_job
     hold_container "$name" --container-unshare=net,ipc,uts
     held=$(tr '\n' ' ' < "$CTL/ns")
     printf 'running container: %s\n' "$held"
@@ -176,7 +176,7 @@ hold_container() {
     local name
     name=$(i4_name attach-noshare)
     NAMES+=("$name")
-    alloc_start
+    alloc_job
     hold_container "$name"
     run_step --container-name="$name" --container-unshare=ipc true
     assert_failure_with "not in a separate IPC namespace"
