@@ -171,23 +171,16 @@ pub fn program(abis: &[Abi]) -> Result<Vec<Insn>, TooLarge> {
         if abi.ignore_bits != 0 {
             prog.push(stmt(AND_K, !abi.ignore_bits));
         }
-        for nr in abi.faked {
-            let at = prog.len();
-            prog.push(Insn {
-                code: JEQ_K,
-                jt: jump(at, fake)?,
-                jf: 0,
-                k: *nr,
-            });
-        }
-        for nr in abi.fs_calls {
-            let at = prog.len();
-            prog.push(Insn {
-                code: JEQ_K,
-                jt: jump(at, fs_check)?,
-                jf: 0,
-                k: *nr,
-            });
+        for (numbers, target) in [(abi.faked, fake), (abi.fs_calls, fs_check)] {
+            for nr in numbers {
+                let at = prog.len();
+                prog.push(Insn {
+                    code: JEQ_K,
+                    jt: jump(at, target)?,
+                    jf: 0,
+                    k: *nr,
+                });
+            }
         }
         prog.push(stmt(RET_K, RET_ALLOW));
     }
