@@ -11,6 +11,7 @@
 //! then resolved against whatever directory slurmd or slurmstepd ran in).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -46,7 +47,26 @@ pub struct Config {
     pub importer: Option<PathBuf>,
     /// Start unnamed containers directly from the squashfs file (§5.12).
     pub use_squashfuse: bool,
+    /// Root of the per-user, digest-keyed image caches (`<path>/<uid>/`); `None`
+    /// when `image_cache_path=none` or `image_cache_size=0` disabled the cache.
+    pub image_cache_path: Option<PathBuf>,
+    /// Upper bound of one user's image cache on one node, in bytes.
+    pub image_cache_size: u64,
+    /// Deadline of the short enroot/importer calls made by slurmstepd and the tasks
+    /// (`list`, `digest`, `start`, `remove`, importer `release`).
+    pub command_timeout: Duration,
+    /// Deadline of the long ones (`import`, `create`, `load`, `export`, importer `get`).
+    pub import_timeout: Duration,
 }
+
+/// `image_cache_path` default: local disk, not the `/run` tmpfs.
+pub const DEFAULT_IMAGE_CACHE_PATH: &str = "/var/cache/pyxis";
+/// `image_cache_size` default: 50 GiB per user and node.
+pub const DEFAULT_IMAGE_CACHE_SIZE: u64 = 50 << 30;
+/// `command_timeout` default.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// `import_timeout` default: a large image over a slow registry link.
+pub const DEFAULT_IMPORT_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 
 impl Default for Config {
     fn default() -> Self {
@@ -58,7 +78,20 @@ impl Default for Config {
             use_enroot_load: false,
             importer: None,
             use_squashfuse: false,
+            image_cache_path: Some(PathBuf::from(DEFAULT_IMAGE_CACHE_PATH)),
+            image_cache_size: DEFAULT_IMAGE_CACHE_SIZE,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            import_timeout: DEFAULT_IMPORT_TIMEOUT,
         }
+    }
+}
+
+impl Config {
+    /// The image cache root, if the cache is enabled.
+    pub fn image_cache(&self) -> Option<&std::path::Path> {
+        self.image_cache_path
+            .as_deref()
+            .filter(|_| self.image_cache_size > 0)
     }
 }
 
@@ -119,6 +152,38 @@ fn path_value(key: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(value))
 }
 
+/// A size in bytes: digits with an optional `K`, `M`, `G` or `T` suffix (powers of
+/// 1024); `none` means 0.
+pub fn parse_size(value: &str) -> Option<u64> {
+    if value == "none" {
+        return Some(0);
+    }
+    let (digits, shift) = match value.as_bytes().last()? {
+        b'K' | b'k' => (value.get(..value.len() - 1)?, 10),
+        b'M' | b'm' => (value.get(..value.len() - 1)?, 20),
+        b'G' | b'g' => (value.get(..value.len() - 1)?, 30),
+        b'T' | b't' => (value.get(..value.len() - 1)?, 40),
+        _ => (value, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+/// A positive number of seconds.
+fn seconds_value(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0 && value.bytes().all(|b| b.is_ascii_digit()))
+        .map(Duration::from_secs)
+        .ok_or_else(|| ConfigError::InvalidValue {
+            key,
+            value: value.to_owned(),
+        })
+}
+
 /// Parses the plugstack.conf arguments (§3): `key=value`, last occurrence
 /// wins, anything else is an error.
 pub fn parse_config<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
@@ -155,6 +220,21 @@ pub fn parse_config<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
                 };
             }
             "use_squashfuse" => config.use_squashfuse = bool_value("use_squashfuse", value)?,
+            "image_cache_path" => {
+                config.image_cache_path = match value {
+                    "none" | "0" => None,
+                    _ => Some(path_value("image_cache_path", value)?),
+                };
+            }
+            "image_cache_size" => {
+                config.image_cache_size =
+                    parse_size(value).ok_or_else(|| ConfigError::InvalidValue {
+                        key: "image_cache_size",
+                        value: value.to_owned(),
+                    })?;
+            }
+            "command_timeout" => config.command_timeout = seconds_value("command_timeout", value)?,
+            "import_timeout" => config.import_timeout = seconds_value("import_timeout", value)?,
             _ => return Err(ConfigError::UnknownOption(arg.to_owned())),
         }
     }
@@ -177,6 +257,65 @@ mod tests {
         assert!(!c.use_enroot_load);
         assert_eq!(c.importer, None);
         assert!(!c.use_squashfuse);
+        assert_eq!(
+            c.image_cache(),
+            Some(std::path::Path::new("/var/cache/pyxis"))
+        );
+        assert_eq!(c.image_cache_size, 50 << 30);
+        assert_eq!(c.command_timeout, Duration::from_secs(600));
+        assert_eq!(c.import_timeout, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn image_cache_and_timeouts() {
+        let c = parse_config(&[
+            "image_cache_path=/scratch/pyxis",
+            "image_cache_size=20G",
+            "command_timeout=30",
+            "import_timeout=900",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.image_cache(),
+            Some(std::path::Path::new("/scratch/pyxis"))
+        );
+        assert_eq!(c.image_cache_size, 20 << 30);
+        assert_eq!(c.command_timeout, Duration::from_secs(30));
+        assert_eq!(c.import_timeout, Duration::from_secs(900));
+        for off in [
+            ["image_cache_path=none"].as_slice(),
+            &["image_cache_path=0"],
+            &["image_cache_size=0"],
+            &["image_cache_size=none"],
+        ] {
+            assert_eq!(parse_config(off).unwrap().image_cache(), None, "{off:?}");
+        }
+        for (arg, msg) in [
+            (
+                "image_cache_size=12X",
+                "image_cache_size: invalid value: 12X",
+            ),
+            ("image_cache_size=", "image_cache_size: invalid value: "),
+            ("image_cache_size=-1", "image_cache_size: invalid value: -1"),
+            (
+                "image_cache_size=99999999999T",
+                "image_cache_size: invalid value: 99999999999T",
+            ),
+            (
+                "image_cache_path=cache",
+                "image_cache_path: must be an absolute path: cache",
+            ),
+            ("command_timeout=0", "command_timeout: invalid value: 0"),
+            ("import_timeout=+5", "import_timeout: invalid value: +5"),
+            ("import_timeout=1h", "import_timeout: invalid value: 1h"),
+        ] {
+            assert_eq!(parse_config(&[arg]).unwrap_err().to_string(), msg, "{arg}");
+        }
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("4k"), Some(4096));
+        assert_eq!(parse_size("3M"), Some(3 << 20));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("G"), None);
     }
 
     #[test]
@@ -201,6 +340,7 @@ mod tests {
                 use_enroot_load: true,
                 importer: Some("/usr/libexec/imp".into()),
                 use_squashfuse: true,
+                ..Config::default()
             }
         );
         // Last occurrence wins, including an empty importer disabling it.
