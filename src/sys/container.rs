@@ -5,7 +5,7 @@
 //! `waitpid(WUNTRACED)` tells us so. Its namespaces, cwd and environment are then what
 //! every task of the step joins, and a SIGCONT lets it exit.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -80,7 +80,7 @@ pub fn start(inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> bool {
     let mut done = 0;
     while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
-        match nix::unistd::read(fd.as_raw_fd(), rest) {
+        match nix::unistd::read(fd, rest) {
             Ok(0) => return false,
             Ok(n) => done += n,
             Err(nix::Error::EINTR) => continue,

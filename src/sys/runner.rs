@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
 
 /// Who the child runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,11 +224,11 @@ fn spawn_with(
     split_stdout: bool,
 ) -> Result<Running, RunError> {
     tracing::debug!("running enroot command: \"{}\"", inv.display());
-    let log: OwnedFd = memfd_create(c"enroot-log", MemFdCreateFlag::MFD_CLOEXEC)
+    let log: OwnedFd = memfd_create(c"enroot-log", MFdFlags::MFD_CLOEXEC)
         .map_err(|e| RunError::Log(e.into()))?;
     let log = File::from(log);
     let stdout = if split_stdout {
-        let fd: OwnedFd = memfd_create(c"enroot-stdout", MemFdCreateFlag::MFD_CLOEXEC)
+        let fd: OwnedFd = memfd_create(c"enroot-stdout", MFdFlags::MFD_CLOEXEC)
             .map_err(|e| RunError::Log(e.into()))?;
         Some(File::from(fd))
     } else {
