@@ -28,7 +28,7 @@ pub enum PluginError {
         source: SpankError,
     },
     #[error("slurmd: {0}")]
-    Slurmd(#[source] crate::sys::fs::FsError),
+    Slurmd(#[source] crate::sys::dirs::DirError),
     #[error("epilog: couldn't cleanup pyxis containers for job {job}")]
     Epilog { job: u32, details: Vec<String> },
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod envfilter;
 pub mod image;
 pub mod list;
+pub mod marker;
 pub mod mount;
 pub mod naming;
 pub mod plan;

@@ -54,18 +54,35 @@ pub fn temp_squashfs_name(job: JobId, step: StepId) -> String {
     format!("{job}.{step}.squashfs")
 }
 
+/// The prefix of the enroot `--conf` scripts of a step (`<job>.<step>.enroot-conf.<pid>`).
+pub fn conf_script_prefix(job: JobId, step: StepId) -> String {
+    format!("{job}.{step}.enroot-conf.")
+}
+
+/// True for a file of the user's runtime directory that a step of `job` (or, with
+/// `step`, only that step) writes and removes: its temporary squashfs or a `--conf`
+/// script. What a killed step left behind is removed by name, so the match is exact.
+pub fn is_step_file(name: &str, job: JobId, step: Option<StepId>) -> bool {
+    let Some(rest) = name.strip_prefix(&format!("{job}.")) else {
+        return false;
+    };
+    let Some((digits, tail)) = rest.split_once('.') else {
+        return false;
+    };
+    let step_ok = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && step.map_or(true, |s| digits.parse::<u32>().ok() == Some(s.0));
+    let tail_ok = tail == "squashfs"
+        || tail
+            .strip_prefix("enroot-conf.")
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+    step_ok && tail_ok
+}
+
 /// True when an `enroot list` line is a job-scope container of `job`:
 /// exactly `pyxis_<decimal job>_<rest>` with a non-empty `rest` without
 /// whitespace (what pyxis's `sscanf("pyxis_%u_%*s%n")` plus length check
 /// accepts for well-formed names).
-/// The marker a job-scope step leaves in the user's runtime directory so the job epilog
-/// knows this job has containers on the node (W9).
-pub fn epilog_marker(runtime_path: &std::path::Path, uid: u32, job: JobId) -> std::path::PathBuf {
-    runtime_path
-        .join(uid.to_string())
-        .join(format!("{job}.job-scope"))
-}
-
 pub fn epilog_matches(line: &str, job: JobId) -> bool {
     let Some(rest) = line.strip_prefix("pyxis_") else {
         return false;
@@ -83,6 +100,29 @@ pub fn epilog_matches(line: &str, job: JobId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_files() {
+        let (j, s) = (JobId(12), StepId(3));
+        assert_eq!(conf_script_prefix(j, s), "12.3.enroot-conf.");
+        for name in ["12.3.squashfs", "12.3.enroot-conf.77"] {
+            assert!(is_step_file(name, j, Some(s)), "{name}");
+            assert!(is_step_file(name, j, None), "{name}");
+            assert!(!is_step_file(name, j, Some(StepId(4))), "{name}");
+            assert!(!is_step_file(name, JobId(1), None), "{name}");
+        }
+        for name in [
+            "12.3.squashfs.x",
+            "12.3.enroot-conf.",
+            "12.3.enroot-conf.7x",
+            "12..squashfs",
+            "123.3.squashfs",
+            "12.3",
+            "pyxis_x.lock",
+        ] {
+            assert!(!is_step_file(name, j, None), "{name}");
+        }
+    }
 
     #[test]
     fn names() {

@@ -14,7 +14,7 @@ use super::{Plan, Step, StepError, STOP_COMMAND};
 use crate::core::args::NameFlag;
 use crate::core::conf_script::ConfScript;
 use crate::core::list::{find_container, ContainerState};
-use crate::core::naming::{JobId, StepId};
+use crate::core::naming::{conf_script_prefix, JobId, StepId};
 use crate::core::plan::{Fetch, PlanError};
 use crate::error::log_block;
 use crate::spank::log::{USER, USER_RAW};
@@ -279,12 +279,12 @@ pub(super) struct ConfFile {
 }
 
 impl ConfFile {
-    fn prefix(job: JobId, step: StepId) -> String {
-        format!("{job}.{step}.enroot-conf.")
-    }
-
     fn write(dir: &Path, job: JobId, step: StepId, script: &str) -> Result<ConfFile, StepError> {
-        let path = dir.join(format!("{}{}", Self::prefix(job, step), std::process::id()));
+        let path = dir.join(format!(
+            "{}{}",
+            conf_script_prefix(job, step),
+            std::process::id()
+        ));
         let _ = std::fs::remove_file(&path);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -297,19 +297,6 @@ impl ConfFile {
         file.write_all(script.as_bytes())
             .map_err(|e| StepError::ConfScript(format!("{}: {e}", conf.path.display())))?;
         Ok(conf)
-    }
-
-    /// Removes the files a killed creator task left behind.
-    pub(super) fn sweep(dir: &Path, job: JobId, step: StepId) {
-        let prefix = Self::prefix(job, step);
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
     }
 }
 

@@ -1,14 +1,19 @@
 //! `task_exit` of the last local task (slurmstepd, root): export, then remove what the
 //! step created.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::create::{importer_release, ConfFile};
+use super::create::importer_release;
 use super::{Plan, Step, StepError};
+use crate::core::config::Scope;
+use crate::core::marker::marker_name;
+use crate::core::naming::is_step_file;
 use crate::core::plan::Fetch;
 use crate::spank::log::USER;
+use crate::sys::fs::NameLock;
 use crate::sys::runner;
 use crate::sys::shm::{Setup, SharedStep};
 
@@ -79,12 +84,33 @@ fn export(step: &Step) -> Result<(), StepError> {
     Ok(())
 }
 
+/// Root, in the user's runtime directory: only names of this step are unlinked, through
+/// the directory fd checked in `init_post_opt`.
 fn cleanup(step: &Step) {
-    remove_temp_squashfs(&step.temp_squashfs());
-    ConfFile::sweep(&step.runtime_dir, step.job.job, step.job.step);
+    let (job, id) = (step.job.job, step.job.step);
+    match step.runtime.names() {
+        Ok(names) => {
+            for name in names
+                .iter()
+                .filter(|n| n.to_str().is_some_and(|n| is_step_file(n, job, Some(id))))
+            {
+                if let Err(e) = step.runtime.unlink(name) {
+                    info!("{e}");
+                }
+            }
+        }
+        Err(e) => info!("{e}"),
+    }
     if let Some(Plan::Create(Fetch::Importer { .. })) = &step.plan {
         importer_release(step, &step.job_env);
     }
+    // A creator task killed while holding the named-container lock leaves its file.
+    if step.named {
+        if let Err(e) = NameLock::remove_stale(&step.runtime, &step.name) {
+            info!("{e}");
+        }
+    }
+    let mut left_container = false;
     if !step.named && !step.direct && step.plan.is_some() {
         info!("removing container filesystem: {}", step.name);
         let removed = runner::run(
@@ -98,7 +124,15 @@ fn cleanup(step: &Step) {
                 .is_some_and(|l| l.contains("No such file or directory"))
             {
                 info!("failed to remove container filesystem: {}: {e}", step.name);
+                left_container = true;
             }
+        }
+    }
+    // Job-scope markers stay for the job epilog, which removes the named containers;
+    // otherwise the marker only matters if this step left its container behind.
+    if step.config.container_scope == Scope::Global && !left_container {
+        if let Err(e) = step.jobs.unlink(OsStr::new(&marker_name(job, id))) {
+            info!("{e}");
         }
     }
 }

@@ -16,16 +16,18 @@ use std::path::PathBuf;
 use tracing::info;
 
 use crate::core::args::Args;
-use crate::core::config::{Config, Scope};
+use crate::core::config::Config;
 use crate::core::envfilter::{enroot_env, EnrootEnvInput};
 use crate::core::image::classify;
 use crate::core::list::ListError;
-use crate::core::naming::{temp_squashfs_name, JobId, StepId};
+use crate::core::marker::{marker_name, StepMarker, JOBS_DIR};
+use crate::core::naming::{container_name, temp_squashfs_name, JobId, StepId};
 use crate::core::plan::{Fetch, PlanError};
 use crate::error::log_block;
 use crate::spank::{Spank, SpankError};
 use crate::sys::container::StartError;
-use crate::sys::fs::{ensure_user_runtime_dir, FsError};
+use crate::sys::dirs::{Dir, DirError};
+use crate::sys::fs::FsError;
 use crate::sys::ns::{ContainerNamespaces, NsError};
 use crate::sys::runner::{Credentials, Invocation, RunError};
 use crate::sys::seccomp::SeccompError;
@@ -50,6 +52,8 @@ pub enum StepError {
     },
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Dir(#[from] DirError),
     #[error(transparent)]
     Shm(#[from] ShmError),
     #[error("couldn't get sbatch script: argc == 0")]
@@ -180,7 +184,12 @@ pub struct Step {
     job: JobInfo,
     config: Config,
     args: Args,
+    /// `<runtime_path>/<uid>`, checked by root (W4); the tasks use it by path, as the
+    /// user, root only removes the step's own files in it through this fd.
+    runtime: Dir,
     runtime_dir: PathBuf,
+    /// `<runtime_path>/jobs` (root only) and this step's marker in it.
+    jobs: Dir,
     /// The enroot container name (`pyxis_...`).
     name: String,
     named: bool,
@@ -196,22 +205,32 @@ pub struct Step {
 }
 
 impl Step {
-    /// `init_post_opt` (root): job information and the user's private runtime directory.
+    /// `init_post_opt` (root): job information, the user's private runtime directory and
+    /// the step's job marker (what the job epilog cleans up if this step cannot).
     pub fn new(h: &Spank<'_>, config: Config, args: Args) -> Result<Step, StepError> {
         let job = job_info(h)?;
-        let runtime_dir = ensure_user_runtime_dir(&config.runtime_path, job.uid, job.gid)?;
-        if config.container_scope == Scope::Job {
-            // Tells the job epilog this job has containers to clean up on this node.
-            let marker = crate::core::naming::epilog_marker(&config.runtime_path, job.uid, job.job);
-            if let Err(e) = std::fs::write(&marker, b"") {
-                info!("couldn't create {}: {e}", marker.display());
-            }
-        }
+        let top = Dir::open_trusted(&config.runtime_path, 0)?;
+        let runtime = top.user_subdir(job.uid, job.gid)?;
+        let jobs = top.private_subdir(JOBS_DIR, 0)?;
+        let scope = config.container_scope;
+        let unnamed = args.name.is_none();
+        let marker = StepMarker {
+            uid: job.uid,
+            scope,
+            container: unnamed.then(|| container_name(scope, job.job, None, job.step)),
+            lock: args
+                .name
+                .as_ref()
+                .map(|n| container_name(scope, job.job, Some(&n.name), job.step)),
+        };
+        jobs.create_file(&marker_name(job.job, job.step), marker.render().as_bytes())?;
         Ok(Step {
             job,
             config,
             args,
-            runtime_dir,
+            runtime_dir: runtime.path().to_owned(),
+            runtime,
+            jobs,
             name: String::new(),
             named: false,
             plan: None,
@@ -314,7 +333,7 @@ impl Step {
         Invocation {
             program: ENROOT.into(),
             args: argv.iter().map(OsString::from).collect(),
-            env,
+            env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         }
     }
 }

@@ -1,36 +1,17 @@
-//! Directories and `/proc` files the plugin reads or creates.
-//!
-//! `ensure_user_runtime_dir` runs in slurmstepd as root (`init_post_opt`) and is the fix
-//! for W4: an existing `<runtime_path>/<uid>` is only accepted if it is a real directory
-//! (not a symlink) owned by the job user and closed to others, because the temporary
-//! squashfs and the enroot configuration script of the user's steps live there.
+//! The named-container lock (taken by the creator task as the user; stale files removed
+//! by root through a checked directory fd) and the `/proc` files of the container
+//! helper that the tasks read. Root's directories are in `sys::dirs`.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use super::dirs::{Dir, DirError};
 
 /// Errors with pyxis's wording where it has one.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    #[error("couldn't mkdir {path}: {source}")]
-    Mkdir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("couldn't chown {path}: {source}")]
-    Chown {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} is not a directory owned by uid {uid} with mode 0700 (found {found}); refusing to use it")]
-    Untrusted {
-        path: PathBuf,
-        uid: u32,
-        found: String,
-    },
     #[error("couldn't read container cwd: {0}")]
     Cwd(#[source] io::Error),
     #[error("couldn't read /proc/{pid}/environ: {source}")]
@@ -116,76 +97,28 @@ impl NameLock {
     }
 }
 
+impl NameLock {
+    /// Removes `<name>.lock` of `dir` if nobody holds it: a holder killed with SIGKILL
+    /// leaves the file behind. Used by root (`task_exit`, the job epilog) in the user's
+    /// runtime directory, through its checked fd: only a regular file is opened (without
+    /// following links or blocking), locked without waiting and unlinked while locked,
+    /// which waiters notice by the inode check in [`acquire`](Self::acquire).
+    pub fn remove_stale(dir: &Dir, name: &str) -> Result<bool, DirError> {
+        let file_name = std::ffi::OsString::from(format!("{name}.lock"));
+        let Some(file) = dir.open_regular(&file_name)? else {
+            return Ok(false);
+        };
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(_locked) => dir.unlink(&file_name).map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
 impl Drop for NameLock {
     fn drop(&mut self) {
         // Unlink while still holding the lock; waiters notice and retry (see acquire).
         let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// slurmd `init`: creates `runtime_path` (mode 0755 regardless of umask; the parent must
-/// exist). An existing directory is accepted.
-pub fn ensure_runtime_root(path: &Path) -> Result<(), FsError> {
-    match fs::DirBuilder::new().mode(0o755).create(path) {
-        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|source| {
-            FsError::Mkdir {
-                path: path.to_owned(),
-                source,
-            }
-        }),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(FsError::Mkdir {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// slurmstepd `init_post_opt` (root): `<runtime_path>/<uid>`, mode 0700, owned by the
-/// job user; an existing one must already be exactly that.
-pub fn ensure_user_runtime_dir(
-    runtime_path: &Path,
-    uid: u32,
-    gid: u32,
-) -> Result<PathBuf, FsError> {
-    let dir = runtime_path.join(uid.to_string());
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {
-            if let Err(source) = std::os::unix::fs::lchown(&dir, Some(uid), Some(gid)) {
-                let _ = fs::remove_dir(&dir);
-                return Err(FsError::Chown { path: dir, source });
-            }
-            Ok(dir)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let meta = fs::symlink_metadata(&dir).map_err(|source| FsError::Mkdir {
-                path: dir.clone(),
-                source,
-            })?;
-            let trusted =
-                meta.file_type().is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0;
-            if trusted {
-                Ok(dir)
-            } else {
-                let kind = if meta.file_type().is_symlink() {
-                    "a symlink".to_owned()
-                } else if meta.file_type().is_dir() {
-                    format!(
-                        "a directory owned by uid {} with mode {:04o}",
-                        meta.uid(),
-                        meta.mode() & 0o7777
-                    )
-                } else {
-                    "not a directory".to_owned()
-                };
-                Err(FsError::Untrusted {
-                    path: dir,
-                    uid,
-                    found: kind,
-                })
-            }
-        }
-        Err(source) => Err(FsError::Mkdir { path: dir, source }),
     }
 }
 
@@ -288,31 +221,5 @@ mod tests {
             std::env::current_dir().unwrap().to_str().unwrap()
         );
         assert!(!process_environ(pid).unwrap().is_empty());
-    }
-
-    #[test]
-    fn user_runtime_dir_is_created_and_checked() {
-        let root = std::env::temp_dir().join(format!("pyxis-rs-fs-{}", std::process::id()));
-        fs::create_dir_all(&root).unwrap();
-        let (uid, gid) = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
-        let dir = ensure_user_runtime_dir(&root, uid, gid).unwrap();
-        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        // Existing and correct: accepted again.
-        ensure_user_runtime_dir(&root, uid, gid).unwrap();
-        // Opened up to others: refused.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(
-            ensure_user_runtime_dir(&root, uid, gid),
-            Err(FsError::Untrusted { .. })
-        ));
-        fs::remove_dir(&dir).unwrap();
-        // A symlink planted in its place: refused.
-        std::os::unix::fs::symlink("/tmp", &dir).unwrap();
-        let err = ensure_user_runtime_dir(&root, uid, gid).unwrap_err();
-        assert!(err.to_string().contains("a symlink"), "{err}");
-        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! per-user runtime directory. Decisions live in `crate::core`; these only act.
 
 pub mod container;
+pub mod dirs;
 pub mod fs;
 pub mod ns;
 pub mod runner;

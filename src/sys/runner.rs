@@ -34,7 +34,7 @@ pub struct Credentials {
 pub struct Invocation {
     pub program: OsString,
     pub args: Vec<OsString>,
-    pub env: Vec<(String, String)>,
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl Credentials {
@@ -224,8 +224,8 @@ fn spawn_with(
     split_stdout: bool,
 ) -> Result<Running, RunError> {
     tracing::debug!("running enroot command: \"{}\"", inv.display());
-    let log: OwnedFd = memfd_create(c"enroot-log", MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| RunError::Log(e.into()))?;
+    let log: OwnedFd =
+        memfd_create(c"enroot-log", MFdFlags::MFD_CLOEXEC).map_err(|e| RunError::Log(e.into()))?;
     let log = File::from(log);
     let stdout = if split_stdout {
         let fd: OwnedFd = memfd_create(c"enroot-stdout", MFdFlags::MFD_CLOEXEC)
