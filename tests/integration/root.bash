@@ -61,9 +61,9 @@ with_config() {
     "$PLUGSTACK" "$@" >"$WORK/plugstack.log" 2>&1 || { cat "$WORK/plugstack.log" >&2; return 1; }
 }
 
-# user_run CMD...: CMD as the test user from $U, with a clean environment plus USER_ENV
+# user_run CMD...: CMD as the test user from $U (or $USER_CWD), with a clean environment plus USER_ENV
 user_run() {
-    (cd "$U" && runuser -u "$PXT_USER" -- env -i PATH="$PXT_DAEMON_PATH" HOME="$THOME" \
+    (cd "${USER_CWD:-$U}" && runuser -u "$PXT_USER" -- env -i PATH="$PXT_DAEMON_PATH" HOME="$THOME" \
         USER="$PXT_USER" LOGNAME="$PXT_USER" LANG=C.UTF-8 "${USER_ENV[@]}" "$@")
 }
 

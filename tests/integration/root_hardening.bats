@@ -15,6 +15,7 @@ load containers
 load root
 
 NODE=$(hostname -s)
+PLANTED=()
 
 # node_state: the node's state once no job is completing on it any more
 node_state() {
@@ -47,6 +48,8 @@ hardening_teardown() {
         drain* | down*) scontrol update nodename="$NODE" state=resume || true ;;
     esac
     if [ -n "${VICTIM-}" ]; then rm -f "$VICTIM"; fi
+    local p
+    for p in "${PLANTED[@]}"; do rm -f "$p"; done
     if [ -n "${BROKEN_CACHE-}" ] && [ -f "$BROKEN_CACHE" ]; then rm -f "$BROKEN_CACHE"; fi
 }
 
@@ -66,8 +69,11 @@ teardown() {
     [ -d "$RT" ] || { user_srun --container-image="$PXT_IMAGE" true; must_succeed; }
     user_alloc
     # the names a pyxis-rs or pyxis step of this job wrote as root, and the markers' dir
+    PLANTED=()
     for name in "$JOB.job-scope" "$JOB.0.job-scope" "jobs"; do
+        rm -f "$RT/$name"
         user_run ln -s "$VICTIM" "$RT/$name"
+        PLANTED+=("$RT/$name")
     done
     # the markers' directory is root's: the user can plant nothing there
     [ "$(stat -c '%U %a' "$PXT_RUNTIME_PATH/jobs")" = "root 700" ]
@@ -87,7 +93,6 @@ teardown() {
     # the epilog removed the job's container and its own marker
     wait_gone "pyxis_${JOB}_$CNAME" 30
     [ -z "$(find "$PXT_RUNTIME_PATH/jobs" -name "$JOB.*")" ]
-    for name in "$JOB.job-scope" "$JOB.0.job-scope" "jobs"; do rm -f "$RT/$name"; done
 }
 
 @test "hardening: a job run from a directory named with bytes \\xff\\xfe leaves the node usable and its containers removed" {
@@ -95,21 +100,19 @@ teardown() {
     local dir
     dir="$U/$(printf '\377\376')"
     install -d -o "$PXT_USER" -m 0755 "$dir"
+    # the job's working directory, hence the epilog's environment, holds those bytes
+    USER_CWD=$dir
     user_alloc
     new_name utf8
     remove_later "pyxis_${JOB}_$CNAME"
-    # shellcheck disable=SC2016  # expanded by the user's shell
-    run user_run sh -c 'cd "$1" && shift && exec "$@"' sh "$dir" \
-        timeout "$PXT_CMD_TIMEOUT" srun --jobid="$JOB" --overlap -N1 -n1 \
-        --container-name="$CNAME" --container-image="$PXT_IMAGE" grep PRETTY /etc/os-release
+    user_step --container-name="$CNAME" --container-image="$PXT_IMAGE" grep PRETTY /etc/os-release
     must_succeed
     assert_output_contains "$PXT_PRETTY"
     # an unnamed one from there too, removed by its own step
-    run user_run sh -c 'cd "$1" && shift && exec "$@"' sh "$dir" \
-        timeout "$PXT_CMD_TIMEOUT" srun --jobid="$JOB" --overlap -N1 -n1 \
-        --container-image="$PXT_IMAGE" true
+    user_step --container-image="$PXT_IMAGE" true
     must_succeed
     has_container "pyxis_${JOB}_$CNAME"
+    USER_CWD=
     scancel "$JOB"
     wait_job_gone "$JOB"
     assert_node_usable
