@@ -38,20 +38,11 @@ impl Report for PluginError {
         match self {
             PluginError::Config(_) => vec!["failed to parse configuration".to_owned()],
             PluginError::Register(_) => vec!["failed to register arguments".to_owned()],
+            // pyxis's second line, e.g. `could not add mount entry: SRC:DST`.
+            PluginError::Arg(e) => e.log_lines().into_iter().skip(1).collect(),
             PluginError::Step(e) => e.details(),
             PluginError::Epilog { details, .. } => details.clone(),
             _ => Vec::new(),
         }
     }
-}
-
-/// Formats a captured tool log the way pyxis prints it: a header, then each line
-/// indented by four spaces.
-pub fn log_block(header: &str, log: &str) -> Vec<String> {
-    if log.trim().is_empty() {
-        return Vec::new();
-    }
-    std::iter::once(header.to_owned())
-        .chain(log.lines().map(|l| format!("    {l}")))
-        .collect()
 }

@@ -26,8 +26,9 @@
 
 use thiserror::Error;
 
-use crate::core::args::{is_identifier, printable};
+use crate::core::args::is_identifier;
 use crate::core::mount::MountEntry;
+use crate::core::text::printable;
 
 /// Name of the per-start file holding the rc.local override, under
 /// `${ENROOT_RUNTIME_PATH}`.

@@ -16,9 +16,15 @@
 //!   `PMI_RANK`, `SLURM_PROCID` or `CUDA_VISIBLE_DEVICES`); pyxis gave every
 //!   task the value of the task that started the container.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::core::args::Args;
+
+/// An environment as `(name, value)` pairs, byte-exact: Slurm passes user-chosen bytes
+/// (a working directory, a comment) that need not be UTF-8, and pyxis passed them on.
+pub type EnvPairs = Vec<(OsString, OsString)>;
 
 /// Job-environment entries never passed to enroot (§5.20): the user's search
 /// paths, per-task ranks (the helper is shared by all tasks), enroot
@@ -57,7 +63,7 @@ pub const LOCALE_VARS: [&str; 3] = ["LANG", "LANGUAGE", "LC_ALL"];
 #[derive(Clone, Copy, Debug)]
 pub struct EnrootEnvInput<'a> {
     /// The job (or task) environment, `KEY=VALUE` entries as Slurm gives them.
-    pub job_env: &'a [String],
+    pub job_env: &'a [OsString],
     /// slurmstepd's own `PATH`, used to find `enroot`.
     pub host_path: Option<&'a str>,
     /// Job user id.
@@ -73,7 +79,8 @@ pub struct EnrootEnvInput<'a> {
 }
 
 /// Inserts or replaces `name`, keeping the position of the first insertion.
-fn upsert(env: &mut Vec<(String, String)>, name: &str, value: String) {
+fn upsert(env: &mut EnvPairs, name: &OsStr, value: impl Into<OsString>) {
+    let value = value.into();
     match env.iter_mut().find(|(n, _)| n == name) {
         Some(slot) => slot.1 = value,
         None => env.push((name.to_owned(), value)),
@@ -81,34 +88,62 @@ fn upsert(env: &mut Vec<(String, String)>, name: &str, value: String) {
 }
 
 /// `y` / `n` as enroot expects for its boolean variables.
-fn yes_no(b: bool) -> String {
-    if b { "y" } else { "n" }.to_owned()
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "y"
+    } else {
+        "n"
+    }
+}
+
+/// Splits one `NAME=VALUE` entry; `None` without `=` or with an empty name. The one
+/// splitter for `S_JOB_ENV`, `/proc/<pid>/environ` and the epilog's environment.
+pub fn split_entry(entry: &OsStr) -> Option<(OsString, OsString)> {
+    let bytes = entry.as_bytes();
+    let eq = bytes.iter().position(|b| *b == b'=')?;
+    let (name, value) = (bytes.get(..eq)?, bytes.get(eq + 1..)?);
+    if name.is_empty() {
+        return None;
+    }
+    Some((
+        OsStr::from_bytes(name).to_owned(),
+        OsStr::from_bytes(value).to_owned(),
+    ))
+}
+
+/// [`split_entry`] over a whole environment.
+pub fn split_entries<S: AsRef<OsStr>>(entries: &[S]) -> EnvPairs {
+    entries
+        .iter()
+        .filter_map(|e| split_entry(e.as_ref()))
+        .collect()
 }
 
 /// The complete environment of an enroot or importer process, in a
 /// deterministic order with unique names; later settings replace earlier
 /// ones of the same name (§5.20 step 4).
-pub fn enroot_env(input: &EnrootEnvInput<'_>) -> Vec<(String, String)> {
+pub fn enroot_env(input: &EnrootEnvInput<'_>) -> EnvPairs {
     let mut env = Vec::with_capacity(input.job_env.len() + 10);
     upsert(
         &mut env,
-        "PATH",
-        input.host_path.unwrap_or(DEFAULT_PATH).to_owned(),
+        OsStr::new("PATH"),
+        input.host_path.unwrap_or(DEFAULT_PATH),
     );
     for entry in input.job_env {
-        if DENY_PREFIXES.iter().any(|p| entry.starts_with(p)) {
+        let bytes = entry.as_bytes();
+        if DENY_PREFIXES
+            .iter()
+            .any(|p| bytes.starts_with(p.as_bytes()))
+            || bytes.contains(&0)
+        {
             continue;
         }
-        let Some((name, value)) = entry.split_once('=') else {
-            continue;
-        };
-        if name.is_empty() || entry.contains('\0') {
-            continue;
+        if let Some((name, value)) = split_entry(entry) {
+            upsert(&mut env, &name, value);
         }
-        upsert(&mut env, name, value.to_owned());
     }
-    upsert(&mut env, "SLURM_JOB_UID", input.uid.to_string());
-    upsert(&mut env, "SLURM_JOB_GID", input.gid.to_string());
+    upsert(&mut env, OsStr::new("SLURM_JOB_UID"), input.uid.to_string());
+    upsert(&mut env, OsStr::new("SLURM_JOB_GID"), input.gid.to_string());
     let args = input.args;
     let tristates = [
         ("ENROOT_MOUNT_HOME", args.mount_home),
@@ -117,7 +152,7 @@ pub fn enroot_env(input: &EnrootEnvInput<'_>) -> Vec<(String, String)> {
     ];
     for (name, value) in tristates {
         if let Some(b) = value {
-            upsert(&mut env, name, yes_no(b));
+            upsert(&mut env, OsStr::new(name), yes_no(b));
         }
     }
     let unshare = [
@@ -127,15 +162,15 @@ pub fn enroot_env(input: &EnrootEnvInput<'_>) -> Vec<(String, String)> {
     ];
     for (name, requested) in unshare {
         if requested {
-            upsert(&mut env, name, yes_no(true));
+            upsert(&mut env, OsStr::new(name), yes_no(true));
         }
     }
     upsert(
         &mut env,
-        "PYXIS_RUNTIME_PATH",
-        input.runtime_path.to_string_lossy().into_owned(),
+        OsStr::new("PYXIS_RUNTIME_PATH"),
+        input.runtime_path.as_os_str(),
     );
-    upsert(&mut env, "PYXIS_VERSION", input.version.to_owned());
+    upsert(&mut env, OsStr::new("PYXIS_VERSION"), input.version);
     env
 }
 
@@ -145,22 +180,25 @@ pub enum EnvAction {
     /// Set, overwriting the task's value.
     Set {
         /// Variable name.
-        name: String,
+        name: OsString,
         /// New value.
-        value: String,
+        value: OsString,
     },
     /// Set only if the task has no value (`--container-env` names).
     SetIfAbsent {
         /// Variable name.
-        name: String,
+        name: OsString,
         /// Value from the container.
-        value: String,
+        value: OsString,
     },
 }
 
 /// First value of `name` in an environment list.
-fn lookup<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+fn lookup(env: &[(OsString, OsString)], name: impl AsRef<OsStr>) -> Option<&OsStr> {
+    let name = name.as_ref();
+    env.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_os_str())
 }
 
 /// How the container environment (`/proc/<helper>/environ`) is merged into
@@ -176,9 +214,9 @@ fn lookup<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// from (the creator task's job environment), `task_env` the environment of
 /// the task being set up, after the locale variables were removed.
 pub fn task_env_overrides(
-    container_env: &[(String, String)],
-    task_env: &[(String, String)],
-    job_env_snapshot: &[(String, String)],
+    container_env: &[(OsString, OsString)],
+    task_env: &[(OsString, OsString)],
+    job_env_snapshot: &[(OsString, OsString)],
     env_names: &[String],
 ) -> Vec<EnvAction> {
     let mut actions = Vec::with_capacity(container_env.len());
@@ -186,7 +224,7 @@ pub fn task_env_overrides(
         if name.is_empty() {
             continue;
         }
-        if env_names.iter().any(|n| n == name) {
+        if env_names.iter().any(|n| n.as_str() == name) {
             actions.push(EnvAction::SetIfAbsent {
                 name: name.clone(),
                 value: value.clone(),
@@ -209,25 +247,13 @@ pub fn task_env_overrides(
 /// PyTorch rank variables (§5.5 step 6): when the task environment has
 /// `PYTORCH_VERSION`, `RANK` = `SLURM_PROCID` and `LOCAL_RANK` =
 /// `SLURM_LOCALID`, each only if the source variable exists.
-pub fn pytorch_remap(task_env: &[(String, String)]) -> Vec<(String, String)> {
+pub fn pytorch_remap(task_env: &[(OsString, OsString)]) -> EnvPairs {
     if lookup(task_env, "PYTORCH_VERSION").is_none() {
         return Vec::new();
     }
     [("RANK", "SLURM_PROCID"), ("LOCAL_RANK", "SLURM_LOCALID")]
         .iter()
-        .filter_map(|(dst, src)| lookup(task_env, src).map(|v| ((*dst).to_owned(), v.to_owned())))
-        .collect()
-}
-
-/// Splits `KEY=VALUE` entries (as read from `/proc/<pid>/environ` or
-/// `S_JOB_ENV`) into pairs, skipping entries without `=` or with an empty
-/// name.
-pub fn split_entries<S: AsRef<str>>(entries: &[S]) -> Vec<(String, String)> {
-    entries
-        .iter()
-        .filter_map(|e| e.as_ref().split_once('='))
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter_map(|(dst, src)| lookup(task_env, src).map(|v| (OsString::from(dst), v.to_owned())))
         .collect()
 }
 
@@ -235,16 +261,15 @@ pub fn split_entries<S: AsRef<str>>(entries: &[S]) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::core::args::OptionId;
+    use std::os::unix::ffi::OsStringExt;
     use std::path::PathBuf;
 
-    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    fn pairs(p: &[(&str, &str)]) -> EnvPairs {
+        p.iter().map(|(k, v)| (k.into(), v.into())).collect()
     }
 
-    fn env_for(job_env: &[&str], host_path: Option<&str>, args: &Args) -> Vec<(String, String)> {
-        let job_env: Vec<String> = job_env.iter().map(|s| (*s).to_owned()).collect();
+    fn env_for(job_env: &[&str], host_path: Option<&str>, args: &Args) -> EnvPairs {
+        let job_env: Vec<OsString> = job_env.iter().map(OsString::from).collect();
         let runtime = PathBuf::from("/run/pyxis");
         enroot_env(&EnrootEnvInput {
             job_env: &job_env,
@@ -323,7 +348,7 @@ mod tests {
                 ("PYXIS_VERSION", "0.24.0"),
             ])
         );
-        let mut names: Vec<&String> = env.iter().map(|(n, _)| n).collect();
+        let mut names: Vec<&OsString> = env.iter().map(|(n, _)| n).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), env.len());
@@ -410,6 +435,32 @@ mod tests {
         for (env, want) in cases {
             assert_eq!(pytorch_remap(&pairs(env)), pairs(want), "{env:?}");
         }
+    }
+
+    #[test]
+    fn bytes_pass_through() {
+        let job = vec![
+            OsString::from_vec(b"PWD=/home/u/\xff\xfe".to_vec()),
+            OsString::from_vec(b"\xff=v".to_vec()),
+        ];
+        let runtime = PathBuf::from("/run/pyxis");
+        let env = enroot_env(&EnrootEnvInput {
+            job_env: &job,
+            host_path: None,
+            uid: 1,
+            gid: 1,
+            args: &Args::default(),
+            runtime_path: &runtime,
+            version: "0.24.0",
+        });
+        assert_eq!(
+            env[1],
+            (
+                "PWD".into(),
+                OsString::from_vec(b"/home/u/\xff\xfe".to_vec())
+            )
+        );
+        assert_eq!(env[2].0, OsString::from_vec(b"\xff".to_vec()));
     }
 
     #[test]

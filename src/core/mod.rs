@@ -20,3 +20,4 @@ pub mod naming;
 pub mod plan;
 mod robustness;
 pub mod seccomp;
+pub mod text;

@@ -1,27 +1,106 @@
-//! What a containerised step does with its container, decided once per step and node in
-//! slurmstepd's `user_init` from the options and what `enroot list -f` reported.
+//! The container plan of a step: one pure function decides, from everything known in
+//! slurmstepd's `user_init`, how the container filesystem is obtained, which mounts
+//! apply, who removes the container and whether it is exported. `src/step` only
+//! carries the plan out. When the facts change under the named-container lock (another
+//! step created or started the container meanwhile), the same function decides again,
+//! so a running container is attached to, never started twice.
 //!
 //! pyxis §5.4: an existing named container always wins over `--container-image` (its
 //! filesystem is reused, import skipped); a running one is attached to; the
 //! `--container-name` flag can demand creation (`create`), attachment (`exec`) or forbid
-//! attaching (`no_exec`).
+//! attaching (`no_exec`). §5.10-§5.12 choose how an image is fetched.
 
-use super::args::NameFlag;
+use super::args::{Args, NameFlag};
+use super::config::Config;
+use super::image::{classify, ImageSource};
 use super::list::ContainerState;
+use super::mount::{add_unique, batch_script_mount, MountEntry};
+use super::naming::{container_name, JobId, StepId};
 
-/// The container plan of a step.
+/// Everything the plan depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub args: &'a Args,
+    pub config: &'a Config,
+    pub job: JobId,
+    pub step: StepId,
+    /// This node's index in the step: only node 0 exports (W14).
+    pub node_id: u32,
+    /// The batch script, for the batch step: it is bind-mounted into the container.
+    pub batch_script: Option<&'a str>,
+    /// What `enroot list -f` says of the named container (`Absent` when unnamed).
+    pub existing: ContainerState,
+}
+
+/// The decided plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerPlan {
+    /// The enroot container name (`pyxis_...`), also of an unnamed container.
+    pub name: String,
+    /// `--container-name` was given: the container is kept, and creating or starting
+    /// it is serialised with the user's other steps (W2).
+    pub named: bool,
+    pub rootfs: Rootfs,
+    /// What enroot mounts when it starts the container.
+    pub mounts: Vec<MountEntry>,
+    /// Run the image's entrypoint (the option, else the `execute_entrypoint` key).
+    pub entrypoint: bool,
+    /// The step removes the container filesystem when it ends (unnamed, created).
+    pub remove_at_end: bool,
+    /// `--container-save` path, on the first node only.
+    pub export: Option<String>,
+    /// Lines for the user, printed once when the plan is carried out.
+    pub notices: Vec<Notice>,
+}
+
+/// How the container filesystem is obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rootfs {
+    /// Join the namespaces of the running named container with this pid; a fresh
+    /// helper started from its filesystem gives the environment and working
+    /// directory, as in pyxis.
+    Attach { pid: u32 },
+    /// Start a new container from the existing filesystem of a named container.
+    Reuse,
+    /// Fetch the image, create the filesystem, then start it.
+    Create(Source),
+    /// Start straight from a squashfs file (use_squashfuse): nothing is unpacked and
+    /// nothing is left to remove; the helper must stay alive for the whole step.
+    Direct(Source),
+}
+
+/// Where the image comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A squashfs file on the node (relative paths resolve in the task's cwd).
+    File(String),
+    /// `enroot import --output <temp squashfs> <uri>`.
+    Import { uri: String },
+    /// `enroot load --name <name> <uri>`: straight to a filesystem (enroot >= 4.0).
+    Load { uri: String },
+    /// The admin's importer: `get <uri>` prints a squashfs path; `release` after use.
+    Importer { uri: String },
+}
+
+/// Something the user is told about the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Create the container filesystem from the image, then start it.
-    Create,
-    /// Start a new container from an existing filesystem.
-    ReuseRootfs,
-    /// Join the namespaces of the running container with this pid.
-    Attach(u32),
+pub enum Notice {
+    /// Mounts cannot be added to a running container.
+    MountsIgnoredOnAttach,
+}
+
+impl Notice {
+    pub fn text(self) -> &'static str {
+        match self {
+            Notice::MountsIgnoredOnAttach => {
+                "ignoring --container-mounts when attaching to a running container"
+            }
+        }
+    }
 }
 
 /// Why a named container cannot be used as asked.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error(
         "error: \"create\" flag was passed to --container-name but the container already exists"
@@ -37,191 +116,105 @@ pub enum PlanError {
     Missing(String),
 }
 
-/// Decides for a named container (`full_name` is the enroot name, for the message).
-pub fn decide_named(
-    flag: NameFlag,
-    state: ContainerState,
-    has_image: bool,
-    full_name: &str,
-) -> Result<Decision, PlanError> {
-    let state = match (flag, state) {
+impl Rootfs {
+    /// The image source, when the image is fetched.
+    pub fn source(&self) -> Option<&Source> {
+        match self {
+            Rootfs::Create(s) | Rootfs::Direct(s) => Some(s),
+            Rootfs::Attach { .. } | Rootfs::Reuse => None,
+        }
+    }
+}
+
+impl ContainerPlan {
+    /// The admin's importer holds a squashfs for this step (`release` is owed).
+    pub fn uses_importer(&self) -> bool {
+        matches!(self.rootfs.source(), Some(Source::Importer { .. }))
+    }
+
+    /// The helper (the container's first process) must stay alive for the whole
+    /// step: it holds the squashfuse mount of a direct start.
+    pub fn helper_lives_with_step(&self) -> bool {
+        matches!(self.rootfs, Rootfs::Direct(_))
+    }
+}
+
+/// Decides the plan.
+pub fn decide(f: &Facts<'_>) -> Result<ContainerPlan, PlanError> {
+    let scope = f.config.container_scope;
+    let named = f.args.name.as_ref();
+    let name = container_name(scope, f.job, named.map(|n| n.name.as_str()), f.step);
+    let rootfs = match named {
+        Some(cn) => match named_state(cn.flag, f.existing)? {
+            ContainerState::Running(pid) => Rootfs::Attach { pid },
+            ContainerState::Stopped => Rootfs::Reuse,
+            ContainerState::Absent => match f.args.image.as_deref() {
+                Some(image) => Rootfs::Create(source(image, f.config)),
+                None => return Err(PlanError::Missing(name)),
+            },
+        },
+        None => {
+            let source = source(f.args.image.as_deref().unwrap_or_default(), f.config);
+            let direct = f.config.use_squashfuse
+                && f.args.save.is_none()
+                && matches!(source, Source::File(_) | Source::Importer { .. });
+            if direct {
+                Rootfs::Direct(source)
+            } else {
+                Rootfs::Create(source)
+            }
+        }
+    };
+    let mut mounts = f.args.mounts.clone();
+    if let Some(script) = f.batch_script {
+        add_unique(&mut mounts, batch_script_mount(script));
+    }
+    let mut notices = Vec::new();
+    if matches!(rootfs, Rootfs::Attach { .. }) && !mounts.is_empty() {
+        notices.push(Notice::MountsIgnoredOnAttach);
+        mounts.clear();
+    }
+    Ok(ContainerPlan {
+        remove_at_end: named.is_none() && matches!(rootfs, Rootfs::Create(_)),
+        export: f.args.save.clone().filter(|_| f.node_id == 0),
+        entrypoint: f.args.execute_entrypoint(f.config.execute_entrypoint),
+        named: named.is_some(),
+        name,
+        rootfs,
+        mounts,
+        notices,
+    })
+}
+
+/// The `--container-name` flag applied to what enroot reported (§5.4).
+fn named_state(flag: NameFlag, state: ContainerState) -> Result<ContainerState, PlanError> {
+    match (flag, state) {
         (NameFlag::Create, ContainerState::Stopped | ContainerState::Running(_)) => {
-            return Err(PlanError::CreateExists)
+            Err(PlanError::CreateExists)
         }
         (NameFlag::Exec, ContainerState::Absent | ContainerState::Stopped) => {
-            return Err(PlanError::ExecNotRunning)
+            Err(PlanError::ExecNotRunning)
         }
         // A running container is treated as merely existing: fresh namespaces.
-        (NameFlag::NoExec, ContainerState::Running(_)) => ContainerState::Stopped,
-        (_, state) => state,
-    };
-    match state {
-        ContainerState::Running(pid) => Ok(Decision::Attach(pid)),
-        ContainerState::Stopped => Ok(Decision::ReuseRootfs),
-        ContainerState::Absent if has_image => Ok(Decision::Create),
-        ContainerState::Absent => Err(PlanError::Missing(full_name.to_owned())),
+        (NameFlag::NoExec, ContainerState::Running(_)) => Ok(ContainerState::Stopped),
+        (_, state) => Ok(state),
+    }
+}
+
+/// How an image is fetched: `importer=` wins for registry images, then
+/// `use_enroot_load=1` except for `dockerd://` (load cannot read the local daemon).
+fn source(image: &str, config: &Config) -> Source {
+    match classify(image) {
+        ImageSource::Squashfs(path) => Source::File(path),
+        ImageSource::Registry { uri } if config.importer.is_some() => Source::Importer { uri },
+        ImageSource::Registry { uri }
+            if config.use_enroot_load && !uri.starts_with("dockerd://") =>
+        {
+            Source::Load { uri }
+        }
+        ImageSource::Registry { uri } => Source::Import { uri },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ContainerState::{Absent, Running, Stopped};
-
-    #[test]
-    fn pyxis_name_flag_table() {
-        let cases = [
-            (NameFlag::Auto, Absent, true, Ok(Decision::Create)),
-            (NameFlag::Auto, Stopped, true, Ok(Decision::ReuseRootfs)),
-            (NameFlag::Auto, Stopped, false, Ok(Decision::ReuseRootfs)),
-            (NameFlag::Auto, Running(7), false, Ok(Decision::Attach(7))),
-            (
-                NameFlag::Auto,
-                Absent,
-                false,
-                Err(PlanError::Missing("pyxis_x".into())),
-            ),
-            (NameFlag::Create, Absent, true, Ok(Decision::Create)),
-            (
-                NameFlag::Create,
-                Stopped,
-                true,
-                Err(PlanError::CreateExists),
-            ),
-            (
-                NameFlag::Create,
-                Running(7),
-                true,
-                Err(PlanError::CreateExists),
-            ),
-            (NameFlag::Exec, Absent, true, Err(PlanError::ExecNotRunning)),
-            (
-                NameFlag::Exec,
-                Stopped,
-                true,
-                Err(PlanError::ExecNotRunning),
-            ),
-            (NameFlag::Exec, Running(7), false, Ok(Decision::Attach(7))),
-            (
-                NameFlag::NoExec,
-                Running(7),
-                false,
-                Ok(Decision::ReuseRootfs),
-            ),
-            (NameFlag::NoExec, Absent, true, Ok(Decision::Create)),
-        ];
-        for (flag, state, image, want) in cases {
-            assert_eq!(
-                decide_named(flag, state, image, "pyxis_x"),
-                want,
-                "{flag:?} {state:?} {image}"
-            );
-        }
-    }
-
-    #[test]
-    fn messages_are_pyxis_text() {
-        assert_eq!(
-            PlanError::Missing("pyxis_foo".into()).to_string(),
-            "error: a container with name \"pyxis_foo\" does not exist, and --container-image is not set"
-        );
-    }
-}
-
-/// How the image of a new container is fetched (pyxis §5.10-§5.12).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fetch {
-    /// A squashfs file on the node: `enroot create` from it (or start it directly).
-    Squashfs(String),
-    /// `enroot import --output <temp squashfs> <uri>`, then `enroot create`.
-    Import { uri: String },
-    /// `enroot load --name <name> <uri>`: straight to a root filesystem (enroot >= 4.0).
-    Load { uri: String },
-    /// The admin's importer program: `get <uri>` prints a squashfs path.
-    Importer { uri: String },
-}
-
-impl Fetch {
-    /// Chooses the method: `importer=` wins for registry images, then
-    /// `use_enroot_load=1` except for `dockerd://` (load cannot read the local daemon).
-    pub fn choose(
-        source: super::image::ImageSource,
-        use_enroot_load: bool,
-        importer: bool,
-    ) -> Fetch {
-        match source {
-            super::image::ImageSource::Squashfs(path) => Fetch::Squashfs(path),
-            super::image::ImageSource::Registry { uri } if importer => Fetch::Importer { uri },
-            super::image::ImageSource::Registry { uri }
-                if use_enroot_load && !uri.starts_with("dockerd://") =>
-            {
-                Fetch::Load { uri }
-            }
-            super::image::ImageSource::Registry { uri } => Fetch::Import { uri },
-        }
-    }
-
-    /// Whether `use_squashfuse=1` starts the container straight from the squashfs file
-    /// (no `enroot create`, nothing to remove): only for unnamed containers that are not
-    /// saved, and only when there is a squashfs file (a path or the importer's output).
-    pub fn direct_start(&self, use_squashfuse: bool, named: bool, save: bool) -> bool {
-        use_squashfuse
-            && !named
-            && !save
-            && matches!(self, Fetch::Squashfs(_) | Fetch::Importer { .. })
-    }
-}
-
-#[cfg(test)]
-mod fetch_tests {
-    use super::super::image::ImageSource;
-    use super::*;
-
-    fn reg(uri: &str) -> ImageSource {
-        ImageSource::Registry { uri: uri.into() }
-    }
-
-    #[test]
-    fn method_choice_follows_pyxis() {
-        assert_eq!(
-            Fetch::choose(reg("docker://a"), false, false),
-            Fetch::Import {
-                uri: "docker://a".into()
-            }
-        );
-        assert_eq!(
-            Fetch::choose(reg("docker://a"), true, false),
-            Fetch::Load {
-                uri: "docker://a".into()
-            }
-        );
-        assert_eq!(
-            Fetch::choose(reg("dockerd://a"), true, false),
-            Fetch::Import {
-                uri: "dockerd://a".into()
-            }
-        );
-        assert_eq!(
-            Fetch::choose(reg("docker://a"), true, true),
-            Fetch::Importer {
-                uri: "docker://a".into()
-            }
-        );
-        assert_eq!(
-            Fetch::choose(ImageSource::Squashfs("/x.sqsh".into()), true, true),
-            Fetch::Squashfs("/x.sqsh".into())
-        );
-    }
-
-    #[test]
-    fn direct_start_only_for_unnamed_unsaved_files() {
-        let sq = Fetch::Squashfs("/x".into());
-        assert!(sq.direct_start(true, false, false));
-        assert!(!sq.direct_start(false, false, false));
-        assert!(!sq.direct_start(true, true, false));
-        assert!(!sq.direct_start(true, false, true));
-        assert!(Fetch::Importer { uri: "u".into() }.direct_start(true, false, false));
-        assert!(!Fetch::Import { uri: "u".into() }.direct_start(true, false, false));
-        assert!(!Fetch::Load { uri: "u".into() }.direct_start(true, false, false));
-    }
-}
+mod tests;

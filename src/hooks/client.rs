@@ -18,7 +18,7 @@ pub fn init(h: &Spank<'_>, allocator: bool) -> HookResult {
     if allocator {
         let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
         let enabled = config.sbatch_support;
-        state::with(|s| s.config = Some(config));
+        state::client(|c| c.config = Some(config));
         if !enabled {
             return Ok(());
         }
@@ -27,14 +27,14 @@ pub fn init(h: &Spank<'_>, allocator: bool) -> HookResult {
 }
 
 pub fn init_post_opt() -> HookResult {
-    state::with(|s| {
-        for e in s.args.apply_env(|name| std::env::var(name).ok()) {
-            error!("{e}");
-        }
-        if !s.args.enabled() {
-            for warning in s.args.ignored_option_warnings() {
-                error!("{warning}");
+    state::client(|c| {
+        for e in c.args.apply_env(|name| std::env::var(name).ok()) {
+            for line in e.log_lines() {
+                error!("{line}");
             }
+        }
+        for warning in c.args.ignored_option_warnings() {
+            error!("{warning}");
         }
     });
     Ok(())

@@ -81,7 +81,7 @@ pub fn job_epilog(h: &Spank<'_>) -> HookResult {
 /// Slurm replays the forwarded arguments).
 pub fn option(val: i32, arg: Option<&str>, _remote: bool) -> HookResult {
     let id = OptionId::from_index(val).ok_or(PluginError::UnknownOption(val))?;
-    state::with(|s| s.args.apply(id, arg)).map_err(PluginError::from)
+    state::args(|a| a.apply(id, arg)).map_err(PluginError::from)
 }
 
 /// Registers the options with Slurm.

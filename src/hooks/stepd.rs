@@ -20,83 +20,86 @@ use tracing::{debug, error, info};
 use super::{register_options, HookResult};
 use crate::core::config::parse_config;
 use crate::error::PluginError;
-use crate::spank::Spank;
-use crate::state;
-use crate::step::{Step, BATCH_STEP};
+use crate::spank::boundary::Rendered;
+use crate::spank::{Spank, BATCH_STEP};
+use crate::state::{self, Phase, State, Stepd};
+use crate::step::seams::{Io, Process, Runner};
+use crate::step::{Step, StepError};
+
+/// The seams of a hook: this callback's SPANK handle, the real enroot and process.
+fn io<'a>(h: &'a Spank<'_>) -> Io<'a> {
+    Io {
+        slurm: h,
+        enroot: &Runner,
+        host: &Process,
+    }
+}
 
 pub fn init(h: &Spank<'_>) -> HookResult {
     let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
-    state::with(|s| s.config = Some(config));
+    state::set(State::Stepd(Box::new(Stepd {
+        config,
+        args: Default::default(),
+        phase: Phase::Inert,
+    })));
     register_options(h)
 }
 
 pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
-    state::with(|s| {
-        for e in s.args.apply_env(|name| h.getenv(name).ok().flatten()) {
-            error!("{e}");
+    state::stepd(|s| {
+        for e in s.args.apply_env(|name| {
+            h.getenv(name)
+                .ok()
+                .flatten()
+                .and_then(|v| v.into_string().ok())
+        }) {
+            for line in e.log_lines() {
+                error!("{line}");
+            }
         }
-        let config = s.config.clone().unwrap_or_default();
         // sbatch_support=0 must also hold on the node: options can reach the batch step
         // through PYXIS_CONTAINER_* or _SLURM_SPANK_OPTION_pyxis_* (W23).
-        if s.args.enabled() && !config.sbatch_support && h.step_id().ok() == Some(BATCH_STEP) {
+        if s.args.enabled() && !s.config.sbatch_support && h.step_id().ok() == Some(BATCH_STEP) {
             info!("sbatch_support=0: the batch step runs outside a container");
-            return Ok(());
+            return;
         }
         if !s.args.enabled() {
             for warning in s.args.ignored_option_warnings() {
                 error!("{warning}");
             }
-            return Ok(());
+            return;
         }
-        match Step::new(h, config, s.args.clone()) {
-            Ok(step) => s.step = Some(step),
+        s.phase = match Step::new(h, s.config.clone(), s.args.clone()) {
+            Ok(step) => Phase::Configured(step),
             Err(e) => {
                 debug!("init_post_opt() failed; postponing error for now, will report later");
-                s.failed_setup = Some(e);
+                Phase::SetupFailed(Rendered::of(&StepError::from(e)))
             }
-        }
-        Ok(())
-    })
+        };
+    });
+    Ok(())
 }
 
 pub fn user_init(h: &Spank<'_>) -> HookResult {
-    state::with(|s| {
-        if let Some(step) = s.step.as_mut() {
-            // Slurm ignores a failing user_init (SchedMD bug 7573): keep the error and
-            // fail every task with it instead.
-            if let Err(e) = step.prepare(h) {
-                debug!(
-                    "user_init() failed with rc=-1; postponing error for now, will report later"
-                );
-                step.defer(e);
-            }
-        }
-        Ok(())
-    })
+    state::stepd(|s| s.phase.prepare(io(h)));
+    Ok(())
 }
 
 pub fn task_init(h: &Spank<'_>) -> HookResult {
-    state::with(|s| {
-        if let Some(e) = s.failed_setup.take() {
-            return Err(e.into());
-        }
-        match s.step.as_mut() {
-            Some(step) => step.enter(h).map_err(PluginError::from),
-            None => Ok(()),
-        }
-    })
+    state::stepd(|s| s.phase.enter(io(h)))
+        .unwrap_or(Ok(()))
+        .map_err(PluginError::from)
 }
 
-pub fn task_exit(_: &Spank<'_>) -> HookResult {
-    state::with(|s| match s.step.as_mut() {
-        Some(step) => step.task_exited().map_err(PluginError::from),
-        None => Ok(()),
-    })
+pub fn task_exit(h: &Spank<'_>) -> HookResult {
+    state::stepd(|s| s.phase.task_exited(io(h)))
+        .unwrap_or(Ok(()))
+        .map_err(PluginError::from)
 }
 
 pub fn exit() -> HookResult {
-    if let Some(step) = state::take().and_then(|s| s.step) {
-        step.close();
+    if let State::Stepd(s) = state::take() {
+        s.phase.close();
     }
     Ok(())
 }

@@ -106,20 +106,53 @@ impl Report for Plain {}
 
 /// Prints an error and its sources as one line, then its detail lines.
 pub fn report<E: Report>(e: &E) {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Wrappers often repeat their cause's text; do not print it twice.
-        if !line.ends_with(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    log::emit(Level::ERROR, "", &line);
-    for detail in e.details() {
+    let rendered = Rendered::of(e);
+    log::emit(Level::ERROR, "", &rendered.line);
+    for detail in rendered.details {
         log::emit(Level::ERROR, "", &detail);
+    }
+}
+
+/// An error as it is reported: one line with its causes, then its detail lines. Kept
+/// to be reported again later (an error of `init_post_opt` or `user_init` is reported
+/// by every task).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub line: String,
+    pub details: Vec<String>,
+}
+
+impl Rendered {
+    pub fn of<E: Report + ?Sized>(e: &E) -> Rendered {
+        let mut line = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            // Wrappers often repeat their cause's text; do not print it twice.
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            source = cause.source();
+        }
+        Rendered {
+            line,
+            details: e.details(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+impl std::error::Error for Rendered {}
+
+impl Report for Rendered {
+    fn details(&self) -> Vec<String> {
+        self.details.clone()
     }
 }
 

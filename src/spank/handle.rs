@@ -5,8 +5,9 @@
 //! work depends on the context: job and task items only in remote (slurmstepd), uid/gid/
 //! job id also in the job script context; see `spank.h`.
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CStr, CString, OsStr, OsString};
 use std::marker::PhantomData;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use spank_sys as sys;
 
@@ -106,9 +107,10 @@ impl<'a> Spank<'a> {
         unsafe { sys::spank_remote(self.raw) == 1 }
     }
 
-    /// A variable of the job (remote) environment; `Ok(None)` when it is not set.
-    pub fn getenv(&self, name: &str) -> Result<Option<String>, SpankError> {
-        let cname = cstring(name, "environment variable name")?;
+    /// A variable of the job (remote) environment, byte-exact; `Ok(None)` when it is
+    /// not set.
+    pub fn getenv(&self, name: &str) -> Result<Option<OsString>, SpankError> {
+        let cname = cstring(name.as_bytes(), "environment variable name")?;
         for size in GETENV_SIZES {
             let mut buf = vec![0u8; size];
             let len = c_int::try_from(size).unwrap_or(c_int::MAX);
@@ -121,11 +123,7 @@ impl<'a> Spank<'a> {
                 sys::ESPANK_SUCCESS => {
                     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
                     buf.truncate(end);
-                    return String::from_utf8(buf)
-                        .map(Some)
-                        .map_err(|_| SpankError::Utf8 {
-                            what: "job environment value",
-                        });
+                    return Ok(Some(OsString::from_vec(buf)));
                 }
                 sys::ESPANK_ENV_NOEXIST => return Ok(None),
                 sys::ESPANK_NOSPACE => continue,
@@ -137,9 +135,9 @@ impl<'a> Spank<'a> {
 
     /// Sets a variable in the job/task environment. Returns `Ok(false)` when it already
     /// existed and `overwrite` was false.
-    pub fn setenv(&self, name: &str, value: &str, overwrite: bool) -> Result<bool, SpankError> {
-        let cname = cstring(name, "environment variable name")?;
-        let cvalue = cstring(value, "environment variable value")?;
+    pub fn setenv(&self, name: &OsStr, value: &OsStr, overwrite: bool) -> Result<bool, SpankError> {
+        let cname = cstring(name.as_bytes(), "environment variable name")?;
+        let cvalue = cstring(value.as_bytes(), "environment variable value")?;
         // SAFETY: both strings are NUL-terminated and outlive the call; Slurm copies them.
         let rc = unsafe {
             sys::spank_setenv(
@@ -158,7 +156,7 @@ impl<'a> Spank<'a> {
 
     /// Removes a variable from the job/task environment.
     pub fn unsetenv(&self, name: &str) -> Result<(), SpankError> {
-        let cname = cstring(name, "environment variable name")?;
+        let cname = cstring(name.as_bytes(), "environment variable name")?;
         // SAFETY: NUL-terminated name valid for the call.
         let rc = unsafe { sys::spank_unsetenv(self.raw, cname.as_ptr()) };
         check("spank_unsetenv", rc)
@@ -233,7 +231,7 @@ impl<'a> Spank<'a> {
 
     /// `S_JOB_ARGV` (int *, char ***): the step's command line (the batch script path for
     /// the batch step).
-    pub fn job_argv(&self) -> Result<Vec<String>, SpankError> {
+    pub fn job_argv(&self) -> Result<Vec<OsString>, SpankError> {
         let mut argc: c_int = 0;
         let mut argv: *mut *mut c_char = std::ptr::null_mut();
         // SAFETY: spank.h documents S_JOB_ARGV as (int *, char ***); the array stays
@@ -249,17 +247,17 @@ impl<'a> Spank<'a> {
         check("S_JOB_ARGV", rc)?;
         // SAFETY: argv holds argc string pointers (NULL array when argc is 0).
         let ptrs = unsafe { slice_or_empty(argv, argc) };
-        ptrs.iter()
+        Ok(ptrs
+            .iter()
             .filter(|p| !p.is_null())
             // SAFETY: each non-NULL element is a NUL-terminated string owned by Slurm.
-            .map(|p| owned(unsafe { CStr::from_ptr(*p) }, "job argument"))
-            .collect()
+            .map(|p| OsStr::from_bytes(unsafe { CStr::from_ptr(*p) }.to_bytes()).to_owned())
+            .collect())
     }
 
     /// `S_JOB_ENV` (char ***): the job (or, in task_init, the task) environment as
-    /// `KEY=VALUE` entries. Entries that are not UTF-8 are skipped: they cannot be named
-    /// in any option and Slurm keeps them in the task environment untouched.
-    pub fn job_env(&self) -> Result<Vec<String>, SpankError> {
+    /// `KEY=VALUE` entries, byte-exact (Slurm puts user-chosen bytes there).
+    pub fn job_env(&self) -> Result<Vec<OsString>, SpankError> {
         let mut env: *mut *mut c_char = std::ptr::null_mut();
         // SAFETY: spank.h documents S_JOB_ENV as taking a char ***; the array is
         // NULL-terminated and owned by Slurm.
@@ -280,9 +278,7 @@ impl<'a> Spank<'a> {
                 break;
             }
             // SAFETY: non-NULL entries are NUL-terminated strings owned by Slurm.
-            if let Ok(s) = unsafe { CStr::from_ptr(item) }.to_str() {
-                out.push(s.to_owned());
-            }
+            out.push(OsStr::from_bytes(unsafe { CStr::from_ptr(item) }.to_bytes()).to_owned());
             i += 1;
         }
         Ok(out)
@@ -305,7 +301,7 @@ fn check(call: &'static str, rc: sys::spank_err_t) -> Result<(), SpankError> {
     }
 }
 
-fn cstring(s: &str, what: &'static str) -> Result<CString, SpankError> {
+fn cstring(s: &[u8], what: &'static str) -> Result<CString, SpankError> {
     CString::new(s).map_err(|_| SpankError::Nul { what })
 }
 

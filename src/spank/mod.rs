@@ -15,4 +15,7 @@ pub mod log;
 pub mod options;
 
 pub use error::SpankError;
+
+/// The step id of the batch step (`SLURM_BATCH_SCRIPT`).
+pub const BATCH_STEP: u32 = spank_sys::SLURM_BATCH_SCRIPT;
 pub use handle::{Context, Spank};

@@ -2,6 +2,8 @@
 //! create the container filesystem and start the helper whose namespaces every task
 //! joins.
 
+use std::borrow::Cow;
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -9,259 +11,330 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
-use super::finish::remove_temp_squashfs;
-use super::{Plan, Step, StepError, STOP_COMMAND};
-use crate::core::args::NameFlag;
+use super::prepare::pin_running;
+use super::seams::Io;
+use super::{CreateError, Prepared, Step, STOP_COMMAND};
 use crate::core::conf_script::ConfScript;
-use crate::core::list::{find_container, ContainerState};
-use crate::core::naming::{conf_script_prefix, JobId, StepId};
-use crate::core::plan::{Fetch, PlanError};
-use crate::error::log_block;
+use crate::core::naming::{conf_script_prefix, temp_squashfs_name, JobId, StepId};
+use crate::core::plan::{ContainerPlan, Rootfs, Source};
+use crate::core::text::log_block;
 use crate::spank::log::{USER, USER_RAW};
-use crate::sys::container;
 use crate::sys::fs::NameLock;
-use crate::sys::runner;
+use crate::sys::ns::ContainerNamespaces;
 
-/// The creator task: create the filesystem if needed, then start the helper.
-pub(super) fn create_and_start(step: &Step, task_env: &[String]) -> Result<u32, StepError> {
-    // Steps of this user on this node that create or start the same named container are
-    // serialised, so neither enroot's "File already exists" nor its 30 s rootfs lock can
-    // fail one of them (W2).
-    let _lock = if step.named {
-        Some(NameLock::acquire(&step.runtime_dir, &step.name)?)
-    } else {
-        None
-    };
-    let target = match &step.plan {
-        Some(Plan::Create(fetch)) => {
-            if step.named && created_meanwhile(step, task_env)? {
-                StartTarget::Name
-            } else {
-                let started = Instant::now();
-                let target = create(step, fetch, task_env)?;
-                if matches!(target, StartTarget::Name) {
-                    info!(
-                        "completed container setup in {} ms",
-                        started.elapsed().as_millis()
-                    );
-                }
-                target
+/// What the creator hands to every task.
+pub(super) struct Started {
+    /// The helper: its environment and working directory become the tasks'.
+    pub helper: u32,
+    /// A running container found under the name lock: its namespaces, pinned here.
+    pub attached: Option<(u32, ContainerNamespaces)>,
+}
+
+impl Prepared {
+    /// The creator task: create the filesystem if needed, then start the helper.
+    pub(super) fn create_and_start(
+        &self,
+        io: Io<'_>,
+        task_env: &[OsString],
+    ) -> Result<Started, CreateError> {
+        let step = &self.step;
+        // Steps of this user on this node that create or start the same named container
+        // are serialised, so neither enroot's "File already exists" nor its 30 s rootfs
+        // lock can fail one of them (W2).
+        let _lock = match self.plan.named {
+            true => Some(NameLock::acquire(&step.runtime_dir(), &self.plan.name)?),
+            false => None,
+        };
+        // Under the lock the named container may have been created or started by
+        // another step since user_init looked: decide again (an attach stays an attach).
+        let plan = match (&self.plan.rootfs, self.plan.named) {
+            (Rootfs::Create(_) | Rootfs::Reuse, true) => {
+                Cow::Owned(step.plan(io, task_env, self.batch_script.as_deref())?)
             }
+            _ => Cow::Borrowed(&self.plan),
+        };
+        let attached = match (&plan.rootfs, &self.plan.rootfs) {
+            (Rootfs::Attach { pid }, Rootfs::Create(_) | Rootfs::Reuse) => {
+                Some((*pid, pin_running(step, io, task_env, &plan.name, *pid)?))
+            }
+            _ => None,
+        };
+        let target = match &plan.rootfs {
+            Rootfs::Attach { .. } | Rootfs::Reuse => Target::Name,
+            Rootfs::Create(source) => {
+                let started = Instant::now();
+                step.create(io, &plan, source, task_env)?;
+                info!(
+                    "completed container setup in {} ms",
+                    started.elapsed().as_millis()
+                );
+                Target::Name
+            }
+            Rootfs::Direct(source) => step.fetch_direct(io, &plan, source, task_env)?,
+        };
+        let started = step.start(io, &plan, task_env, &target);
+        if started.is_err() && plan.helper_lives_with_step() && plan.uses_importer() {
+            step.importer_release(io, task_env);
         }
-        _ => StartTarget::Name,
-    };
-    let started = start(step, task_env, &target);
-    if let (Err(_), Some(Plan::Create(Fetch::Importer { .. })), true) =
-        (&started, &step.plan, step.direct)
-    {
-        importer_release(step, task_env);
+        Ok(Started {
+            helper: started?,
+            attached,
+        })
     }
-    started
 }
 
 /// What `enroot start` is given.
-enum StartTarget {
+enum Target {
     /// The container by name.
     Name,
-    /// A squashfs file started directly (use_squashfuse).
+    /// A squashfs file started directly.
     File(String),
 }
 
-/// Under the name lock: did another step create the container after our `user_init`
-/// looked? Then its filesystem is reused, unless `:create` demanded a new one.
-fn created_meanwhile(step: &Step, env: &[String]) -> Result<bool, StepError> {
-    let out =
-        runner::run(&step.enroot(&["list", "-f"], env), &step.user()).map_err(StepError::List)?;
-    match find_container(&out, &step.name)? {
-        ContainerState::Absent => Ok(false),
-        _ if step
-            .args
-            .name
-            .as_ref()
-            .is_some_and(|n| n.flag == NameFlag::Create) =>
-        {
-            Err(PlanError::CreateExists.into())
-        }
-        _ => {
-            info!("reusing existing container filesystem");
-            Ok(true)
+impl Step {
+    fn announce(&self) {
+        if self.job.total_tasks <= 1 {
+            tracing::error!(target: USER, "importing docker image: {}", self.image());
         }
     }
-}
 
-fn create(step: &Step, fetch: &Fetch, env: &[String]) -> Result<StartTarget, StepError> {
-    let image = step.args.image.clone().unwrap_or_default();
-    let announce = || {
-        if step.job.total_tasks <= 1 {
-            tracing::error!(target: USER, "importing docker image: {image}");
-        }
-    };
-    let import_failed = |source| StepError::Enroot {
-        what: format!("failed to import docker image: {image}"),
-        source,
-    };
-    match fetch {
-        Fetch::Squashfs(path) if step.direct => {
-            info!("skipping container creation (squashfuse enabled)");
-            Ok(StartTarget::File(path.clone()))
-        }
-        Fetch::Squashfs(path) => create_from(step, path, env).map(|()| StartTarget::Name),
-        Fetch::Import { uri } => {
-            announce();
-            let tmp = step.temp_squashfs();
-            // A killed step may have left it behind (W3); import refuses to overwrite.
-            let _ = std::fs::remove_file(&tmp);
-            let out = tmp.to_string_lossy().into_owned();
-            let imported = runner::run(
-                &step.enroot(&["import", "--output", &out, uri], env),
-                &step.user(),
-            );
-            if let Err(source) = imported {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(import_failed(source));
+    fn imported(&self) {
+        tracing::error!(target: USER, "imported docker image: {}", self.image());
+    }
+
+    fn temp_squashfs(&self) -> PathBuf {
+        self.runtime
+            .path()
+            .join(temp_squashfs_name(self.job.job, self.job.step))
+    }
+
+    /// Fetches the image and creates the container filesystem.
+    fn create(
+        &self,
+        io: Io<'_>,
+        plan: &ContainerPlan,
+        source: &Source,
+        env: &[OsString],
+    ) -> Result<(), CreateError> {
+        match source {
+            Source::File(path) => self.create_from(io, plan, path, env),
+            Source::Import { uri } => {
+                let tmp = self.import(io, uri, env)?;
+                let created = self.create_from(io, plan, &tmp.to_string_lossy(), env);
+                remove_temp_squashfs(&tmp);
+                created
             }
-            tracing::error!(target: USER, "imported docker image: {image}");
-            let created = create_from(step, &out, env);
-            remove_temp_squashfs(&tmp);
-            created.map(|()| StartTarget::Name)
-        }
-        Fetch::Load { uri } => {
-            announce();
-            let mut argv = vec!["load"];
-            if !step.named {
-                argv.push("--force");
+            Source::Load { uri } => self.load(io, plan, uri, env),
+            Source::Importer { uri } => {
+                let path = self.importer_get(io, uri, env)?;
+                let created = self.create_from(io, plan, &path, env);
+                self.importer_release(io, env);
+                created
             }
-            argv.extend(["--name", &step.name, uri]);
-            runner::run(&step.enroot(&argv, env), &step.user()).map_err(import_failed)?;
-            tracing::error!(target: USER, "imported docker image: {image}");
-            Ok(StartTarget::Name)
         }
-        Fetch::Importer { uri } => {
-            announce();
-            let path = match importer_get(step, uri, env) {
-                Ok(path) => path,
-                Err(e) => {
-                    importer_release(step, env);
-                    return Err(e);
-                }
-            };
-            tracing::error!(target: USER, "imported docker image: {image}");
-            if step.direct {
+    }
+
+    /// Fetches the image for a direct start; the file stays until the step ends.
+    fn fetch_direct(
+        &self,
+        io: Io<'_>,
+        plan: &ContainerPlan,
+        source: &Source,
+        env: &[OsString],
+    ) -> Result<Target, CreateError> {
+        match source {
+            Source::File(path) => {
+                info!("skipping container creation (squashfuse enabled)");
+                Ok(Target::File(path.clone()))
+            }
+            Source::Import { uri } => self
+                .import(io, uri, env)
+                .map(|tmp| Target::File(tmp.to_string_lossy().into_owned())),
+            Source::Importer { uri } => {
+                let path = self.importer_get(io, uri, env)?;
                 info!("using importer squashfs directly: {path}");
-                return Ok(StartTarget::File(path));
+                Ok(Target::File(path))
             }
-            let created = create_from(step, &path, env);
-            importer_release(step, env);
-            created.map(|()| StartTarget::Name)
+            Source::Load { uri } => self.load(io, plan, uri, env).map(|()| Target::Name),
         }
     }
-}
 
-fn create_from(step: &Step, squashfs: &str, env: &[String]) -> Result<(), StepError> {
-    info!("creating container filesystem: {}", step.name);
-    // An unnamed container is ours alone: a leftover of a killed or requeued incarnation
-    // of this step is replaced instead of failing with "File already exists" (W3).
-    let mut argv = vec!["create"];
-    if !step.named {
-        argv.push("--force");
+    /// `enroot import --output <temp squashfs> <uri>`.
+    fn import(&self, io: Io<'_>, uri: &str, env: &[OsString]) -> Result<PathBuf, CreateError> {
+        self.announce();
+        let tmp = self.temp_squashfs();
+        // A killed step may have left it behind (W3); import refuses to overwrite.
+        remove_temp_squashfs(&tmp);
+        let out = tmp.to_string_lossy().into_owned();
+        let imported = io.enroot.run(
+            &self.enroot(&["import", "--output", &out, uri], env),
+            &self.user(),
+        );
+        if let Err(source) = imported {
+            remove_temp_squashfs(&tmp);
+            return Err(CreateError::Import {
+                image: self.image().to_owned(),
+                source,
+            });
+        }
+        self.imported();
+        Ok(tmp)
     }
-    argv.extend(["--name", &step.name, squashfs]);
-    runner::run(&step.enroot(&argv, env), &step.user())
-        .map(drop)
-        .map_err(|source| StepError::Enroot {
-            what: format!(
-                "failed to create container filesystem for image: {}",
-                step.args.image.as_deref().unwrap_or_default()
-            ),
+
+    /// `enroot load --name <name> <uri>` (use_enroot_load).
+    fn load(
+        &self,
+        io: Io<'_>,
+        plan: &ContainerPlan,
+        uri: &str,
+        env: &[OsString],
+    ) -> Result<(), CreateError> {
+        self.announce();
+        let mut argv = vec!["load"];
+        if !plan.named {
+            argv.push("--force");
+        }
+        argv.extend(["--name", &plan.name, uri]);
+        io.enroot
+            .run(&self.enroot(&argv, env), &self.user())
+            .map_err(|source| CreateError::Import {
+                image: self.image().to_owned(),
+                source,
+            })?;
+        self.imported();
+        Ok(())
+    }
+
+    fn create_from(
+        &self,
+        io: Io<'_>,
+        plan: &ContainerPlan,
+        squashfs: &str,
+        env: &[OsString],
+    ) -> Result<(), CreateError> {
+        info!("creating container filesystem: {}", plan.name);
+        // An unnamed container is ours alone: a leftover of a killed or requeued
+        // incarnation of this step is replaced instead of failing with "File already
+        // exists" (W3).
+        let mut argv = vec!["create"];
+        if !plan.named {
+            argv.push("--force");
+        }
+        argv.extend(["--name", &plan.name, squashfs]);
+        io.enroot
+            .run(&self.enroot(&argv, env), &self.user())
+            .map(drop)
+            .map_err(|source| CreateError::Create {
+                image: self.image().to_owned(),
+                source,
+            })
+    }
+
+    /// `importer get <uri>`: the first line of its stdout is the squashfs path (§5.11).
+    fn importer_get(&self, io: Io<'_>, uri: &str, env: &[OsString]) -> Result<String, CreateError> {
+        self.announce();
+        let importer = self.importer_path();
+        let inv = self.importer(&["get", uri], env);
+        debug!("running importer command: {}", inv.display());
+        let got = io.enroot.run_split(&inv, &self.user());
+        let (stdout, log) = match got {
+            Ok(out) => out,
+            Err(source) => {
+                self.importer_release(io, env);
+                return Err(CreateError::Importer {
+                    image: self.image().to_owned(),
+                    importer,
+                    source,
+                });
+            }
+        };
+        let path = stdout.lines().next().unwrap_or_default().to_owned();
+        if path.is_empty() {
+            self.importer_release(io, env);
+            return Err(CreateError::ImporterNoPath { importer, log });
+        }
+        debug!("importer squashfs path: {path}");
+        self.imported();
+        Ok(path)
+    }
+
+    /// `importer release`; idempotent by contract, called again in cleanup. Never fatal.
+    pub(super) fn importer_release(&self, io: Io<'_>, env: &[OsString]) {
+        let inv = self.importer(&["release"], env);
+        debug!("running importer command: {}", inv.display());
+        if let Err(e) = io.enroot.run(&inv, &self.user()) {
+            info!("could not call importer release: {e}");
+            for line in log_block("printing importer log file:", e.log().unwrap_or_default()) {
+                info!("{line}");
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        io: Io<'_>,
+        plan: &ContainerPlan,
+        env: &[OsString],
+        target: &Target,
+    ) -> Result<u32, CreateError> {
+        let target = match target {
+            Target::Name => {
+                info!("starting container: {}", plan.name);
+                plan.name.as_str()
+            }
+            Target::File(path) => {
+                info!("starting container from squashfs: {path}");
+                path.as_str()
+            }
+        };
+        check_mount_sources(plan)?;
+        let script = ConfScript {
+            mounts: plan.mounts.clone(),
+            disable_entrypoint: !plan.entrypoint,
+            env_names: self.args.env_names.clone(),
+        }
+        .render()
+        .map_err(|e| CreateError::ConfScript(e.to_string()))?;
+        debug!("enroot start configuration script:");
+        for line in script.lines() {
+            debug!("    {line}");
+        }
+        let conf = ConfFile::write(self.runtime.path(), self.job.job, self.job.step, &script)?;
+        let conf_path = conf.path.to_string_lossy().into_owned();
+        let mut argv = vec!["start", "--conf", &conf_path, target];
+        argv.extend(STOP_COMMAND);
+        let started = io.enroot.start(&self.enroot(&argv, env), &self.user());
+        drop(conf);
+        let helper = started.map_err(|source| CreateError::Start {
             source,
-        })
-}
-
-/// `importer get <uri>`: the first line of its stdout is the squashfs path (§5.11).
-fn importer_get(step: &Step, uri: &str, env: &[String]) -> Result<String, StepError> {
-    let image = step.args.image.clone().unwrap_or_default();
-    let importer = step.importer_path();
-    let inv = step.importer(&["get", uri], env);
-    debug!("running importer command: {}", inv.display());
-    let failed = |source| StepError::Importer {
-        what: format!("failed to import docker image: {image} (importer: {importer})"),
-        source,
-    };
-    let (stdout, log) = runner::run_split(&inv, &step.user()).map_err(failed)?;
-    let path = stdout.lines().next().unwrap_or_default().to_owned();
-    if path.is_empty() {
-        return Err(StepError::ImporterNoPath { importer, log });
-    }
-    debug!("importer squashfs path: {path}");
-    Ok(path)
-}
-
-/// `importer release`; idempotent by contract, called again in cleanup. Never fatal.
-pub(super) fn importer_release(step: &Step, env: &[String]) {
-    let inv = step.importer(&["release"], env);
-    debug!("running importer command: {}", inv.display());
-    if let Err(e) = runner::run(&inv, &step.user()) {
-        info!("could not call importer release: {e}");
-        for line in log_block("printing importer log file:", e.log().unwrap_or_default()) {
-            info!("{line}");
+            entrypoint: plan.entrypoint,
+        })?;
+        if plan.entrypoint && self.args.entrypoint_log == Some(true) {
+            for line in helper.log.lines() {
+                tracing::error!(target: USER_RAW, "{line}");
+            }
         }
+        Ok(helper.pid)
     }
 }
 
-fn start(step: &Step, env: &[String], target: &StartTarget) -> Result<u32, StepError> {
-    let target = match target {
-        StartTarget::Name => {
-            info!("starting container: {}", step.name);
-            step.name.as_str()
+/// Removes the imported squashfs as the user; it is normally gone already at cleanup.
+fn remove_temp_squashfs(path: &Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            info!("could not remove squashfs {}: {e}", path.display());
         }
-        StartTarget::File(path) => {
-            info!("starting container from squashfs: {path}");
-            path.as_str()
-        }
-    };
-    check_mount_sources(step)?;
-    let entrypoint = step
-        .args
-        .entrypoint
-        .unwrap_or(step.config.execute_entrypoint);
-    let script = ConfScript {
-        mounts: step.args.mounts.clone(),
-        disable_entrypoint: !entrypoint,
-        env_names: step.args.env_names.clone(),
+        _ => {}
     }
-    .render()
-    .map_err(|e| StepError::ConfScript(e.to_string()))?;
-    debug!("enroot start configuration script:");
-    for line in script.lines() {
-        debug!("    {line}");
-    }
-    let conf = ConfFile::write(&step.runtime_dir, step.job.job, step.job.step, &script)?;
-    let conf_path = conf.path.to_string_lossy().into_owned();
-    let mut argv = vec!["start", "--conf", &conf_path, target];
-    argv.extend(STOP_COMMAND);
-    let started = container::start(&step.enroot(&argv, env), &step.user());
-    drop(conf);
-    let helper = started.map_err(|source| StepError::Start { source, entrypoint })?;
-    if entrypoint && step.args.entrypoint_log == Some(true) {
-        for line in helper.log.lines() {
-            tracing::error!(target: USER_RAW, "{line}");
-        }
-    }
-    Ok(helper.pid)
 }
 
 /// Absolute mount sources must exist (pyxis 0.24): a clear message instead of enroot's.
-fn check_mount_sources(step: &Step) -> Result<(), StepError> {
-    for m in step
-        .args
-        .mounts
-        .iter()
-        .filter(|m| m.source.starts_with('/'))
-    {
+fn check_mount_sources(plan: &ContainerPlan) -> Result<(), CreateError> {
+    for m in plan.mounts.iter().filter(|m| m.source.starts_with('/')) {
         match std::fs::metadata(&m.source) {
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
-                return Err(StepError::MountSource(m.source.clone()))
+                return Err(CreateError::MountSource(m.source.clone()))
             }
             Err(e) => info!(
                 "--container-mounts: cannot stat source path {}: {e}",
@@ -273,13 +346,14 @@ fn check_mount_sources(step: &Step) -> Result<(), StepError> {
 }
 
 /// The enroot `--conf` script of one start, in the user's private runtime directory
-/// (not the shared /tmp: W19), removed as soon as the helper stopped.
-pub(super) struct ConfFile {
+/// (not the shared /tmp: W19), removed as soon as the helper stopped. Written by the
+/// creator task, as the user.
+struct ConfFile {
     path: PathBuf,
 }
 
 impl ConfFile {
-    fn write(dir: &Path, job: JobId, step: StepId, script: &str) -> Result<ConfFile, StepError> {
+    fn write(dir: &Path, job: JobId, step: StepId, script: &str) -> Result<ConfFile, CreateError> {
         let path = dir.join(format!(
             "{}{}",
             conf_script_prefix(job, step),
@@ -292,10 +366,10 @@ impl ConfFile {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|e| StepError::ConfScript(format!("{}: {e}", path.display())))?;
+            .map_err(|e| CreateError::ConfScript(format!("{}: {e}", path.display())))?;
         let conf = ConfFile { path };
         file.write_all(script.as_bytes())
-            .map_err(|e| StepError::ConfScript(format!("{}: {e}", conf.path.display())))?;
+            .map_err(|e| CreateError::ConfScript(format!("{}: {e}", conf.path.display())))?;
         Ok(conf)
     }
 }

@@ -1,128 +1,159 @@
 //! `task_init` of every task (as the user): wait for the creator, then take the
 //! container's environment, join its namespaces, change directory, install seccomp.
 
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+
 use tracing::error;
 
-use super::create::create_and_start;
-use super::{Plan, Step, StepError};
-use crate::core::envfilter::{pytorch_remap, task_env_overrides, EnvAction, LOCALE_VARS};
-use crate::spank::Spank;
-use crate::sys::container;
-use crate::sys::fs::{process_cwd, process_environ};
-use crate::sys::ns::{ContainerNamespaces, Kernel, NsError};
-use crate::sys::seccomp;
-use crate::sys::shm::Setup;
+use super::seams::Io;
+use super::{JoinError, Prepared};
+use crate::core::envfilter::{
+    pytorch_remap, split_entries, task_env_overrides, EnvAction, LOCALE_VARS,
+};
+use crate::sys::ns::{ContainerNamespaces, NsError};
+use crate::sys::shm::{NsRef, Setup};
 
-impl Step {
+impl Prepared {
     /// `task_init`: the first task creates and starts the container; every task then
-    /// joins it. A `user_init` error is returned here (SchedMD bug 7573).
-    pub fn enter(&mut self, h: &Spank<'_>) -> Result<(), StepError> {
-        if let Some(e) = self.deferred.take() {
-            return Err(e);
-        }
-        enter_container(h, self)
-    }
-}
-
-fn enter_container(h: &Spank<'_>, step: &mut Step) -> Result<(), StepError> {
-    // The task environment now holds the per-task and MPI variables Slurm added.
-    let task_env = h.job_env().map_err(|source| StepError::JobItem {
-        item: "environment",
-        source,
-    })?;
-    let shm = step.shm.as_ref().ok_or(StepError::NotStarted)?;
-    let helper = {
-        let mut lock = shm.lock()?;
-        if lock.enter() {
-            match create_and_start(step, &task_env) {
-                Ok(helper) => lock.publish(Setup::Ready { helper }),
-                Err(e) => {
-                    lock.publish(Setup::Failed);
-                    return Err(e);
-                }
-            }
-        }
-        match lock.setup() {
-            Setup::Ready { helper } => helper,
-            _ => return Err(StepError::NotStarted),
-        }
-    };
-    // A running named container was pinned in user_init; otherwise the helper's are ours.
-    let opened;
-    let ns = match &step.plan {
-        Some(Plan::Attach(pinned)) => pinned,
-        _ => {
-            opened = ContainerNamespaces::open(helper, step.args.unshare).map_err(|e| match e {
-                // We asked enroot for the namespace (ENROOT_UNSHARE_*) and it did not
-                // create one: it predates the feature (4.1.2 ignores the variables), W22.
-                NsError::NotUnshared(opt, _) => StepError::EnrootTooOld(opt),
-                e => StepError::Namespaces(e),
-            })?;
-            &opened
-        }
-    };
-    let cwd = process_cwd(helper)?;
-    let container_env = process_environ(helper)?;
-    apply_environment(h, step, &task_env, &container_env)?;
-    ns.join(&mut Kernel).map_err(StepError::Join)?;
-    let dir = step.args.workdir.clone().unwrap_or(cwd);
-    std::env::set_current_dir(&dir).map_err(|source| StepError::Chdir { dir, source })?;
-    if !ns.privileged() {
-        seccomp::install()?;
-    }
-    // The last task lets the helper exit, except when it holds a squashfuse mount.
-    if shm.lock()?.started() >= step.job.local_tasks && !step.direct {
-        if let Err(e) = container::release(helper) {
-            error!("couldn't send SIGCONT to container process: {e}");
-        }
-    }
-    Ok(())
-}
-
-/// The per-task environment: the container's variables over the task's, pyxis §5.13.
-fn apply_environment(
-    h: &Spank<'_>,
-    step: &Step,
-    task_env: &[String],
-    container_env: &[(String, String)],
-) -> Result<(), StepError> {
-    let names = &step.args.env_names;
-    for var in LOCALE_VARS
-        .iter()
-        .filter(|v| !names.iter().any(|n| n == *v))
-    {
-        h.unsetenv(var).map_err(|source| StepError::SetEnv {
-            name: (*var).to_owned(),
+    /// joins it.
+    pub fn enter(&mut self, io: Io<'_>) -> Result<(), JoinError> {
+        // The task environment now holds the per-task and MPI variables Slurm added.
+        let task_env = io.slurm.job_env().map_err(|source| JoinError::JobItem {
+            item: "environment",
             source,
         })?;
-    }
-    let task = pairs(task_env);
-    let snapshot = pairs(&step.job_env);
-    for action in task_env_overrides(container_env, &task, &snapshot, names) {
-        let (name, value, overwrite) = match &action {
-            EnvAction::Set { name, value } => (name, value, true),
-            EnvAction::SetIfAbsent { name, value } => (name, value, false),
+        let mut late = None;
+        let setup = {
+            let mut lock = self.shm.lock()?;
+            if lock.enter() {
+                match self.create_and_start(io, &task_env) {
+                    Ok(started) => {
+                        let ns = started.attached.as_ref().map(|(pid, ns)| NsRef {
+                            pid: *pid,
+                            mount: ns.mount_id(),
+                        });
+                        lock.publish(Setup::Ready {
+                            helper: started.helper,
+                            ns,
+                        });
+                        late = started.attached.map(|(_, ns)| ns);
+                    }
+                    Err(e) => {
+                        lock.publish(Setup::Failed);
+                        return Err(e.into());
+                    }
+                }
+            }
+            lock.setup()
         };
-        h.setenv(name, value, overwrite)
-            .map_err(|source| StepError::SetEnv {
-                name: name.clone(),
+        let Setup::Ready { helper, ns } = setup else {
+            return Err(JoinError::NotStarted);
+        };
+        let opened;
+        let namespaces = match (&self.pinned, &late, ns) {
+            // A running container pinned in user_init (W1) or by the creator.
+            (Some(pinned), _, _) | (None, Some(pinned), _) => pinned,
+            // Pinned by the creator: the same container, proven by its mount namespace.
+            (None, None, Some(reference)) => {
+                opened = self.open_attached(io, reference)?;
+                &opened
+            }
+            (None, None, None) => {
+                opened = io
+                    .host
+                    .open_namespaces(helper, self.step.args.unshare)
+                    .map_err(|e| match e {
+                        // We asked enroot for the namespace (ENROOT_UNSHARE_*) and it did
+                        // not create one: it predates the feature (4.1.2 ignores the
+                        // variables), W22.
+                        NsError::NotUnshared(opt, _) => JoinError::EnrootTooOld(opt),
+                        e => JoinError::Namespaces(e),
+                    })?;
+                &opened
+            }
+        };
+        let cwd = io.host.helper_cwd(helper)?;
+        let container_env = io.host.helper_environ(helper)?;
+        self.apply_environment(io, &task_env, &container_env)?;
+        io.host.join(namespaces).map_err(JoinError::Join)?;
+        let dir = match &self.step.args.workdir {
+            Some(w) => OsString::from(w),
+            None => cwd,
+        };
+        io.host
+            .chdir(Path::new(&dir))
+            .map_err(|source| JoinError::Chdir {
+                dir: dir.to_string_lossy().into_owned(),
                 source,
             })?;
+        if !namespaces.privileged() {
+            io.host.install_seccomp()?;
+        }
+        // The last task lets the helper exit, except when it holds a squashfuse mount.
+        let joined = self.shm.lock()?.started();
+        if joined >= self.step.job.local_tasks && !self.plan.helper_lives_with_step() {
+            if let Err(e) = io.host.release(helper) {
+                error!("couldn't send SIGCONT to container process: {e}");
+            }
+        }
+        Ok(())
     }
-    let updated = h.job_env().map_err(|source| StepError::JobItem {
-        item: "environment",
-        source,
-    })?;
-    for (name, value) in pytorch_remap(&pairs(&updated)) {
-        h.setenv(&name, &value, true)
-            .map_err(|source| StepError::SetEnv { name, source })?;
+
+    fn open_attached(&self, io: Io<'_>, r: NsRef) -> Result<ContainerNamespaces, JoinError> {
+        let ns = io
+            .host
+            .open_namespaces(r.pid, self.step.args.unshare)
+            .map_err(JoinError::Namespaces)?;
+        if ns.mount_id() != r.mount {
+            return Err(JoinError::AttachRace(self.plan.name.clone()));
+        }
+        Ok(ns)
     }
-    Ok(())
+
+    /// The per-task environment: the container's variables over the task's, pyxis §5.13.
+    fn apply_environment(
+        &self,
+        io: Io<'_>,
+        task_env: &[OsString],
+        container_env: &[(OsString, OsString)],
+    ) -> Result<(), JoinError> {
+        let names = &self.step.args.env_names;
+        for var in LOCALE_VARS
+            .iter()
+            .filter(|v| !names.iter().any(|n| n == *v))
+        {
+            io.slurm.unsetenv(var).map_err(|source| JoinError::SetEnv {
+                name: (*var).to_owned(),
+                source,
+            })?;
+        }
+        let task = split_entries(task_env);
+        let snapshot = split_entries(&self.job_env);
+        for action in task_env_overrides(container_env, &task, &snapshot, names) {
+            let (name, value, overwrite) = match &action {
+                EnvAction::Set { name, value } => (name, value, true),
+                EnvAction::SetIfAbsent { name, value } => (name, value, false),
+            };
+            set(io, name, value, overwrite)?;
+        }
+        let updated = io.slurm.job_env().map_err(|source| JoinError::JobItem {
+            item: "environment",
+            source,
+        })?;
+        for (name, value) in pytorch_remap(&split_entries(&updated)) {
+            set(io, &name, &value, true)?;
+        }
+        Ok(())
+    }
 }
 
-pub(super) fn pairs(env: &[String]) -> Vec<(String, String)> {
-    env.iter()
-        .filter_map(|e| e.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+fn set(io: Io<'_>, name: &OsStr, value: &OsStr, overwrite: bool) -> Result<(), JoinError> {
+    io.slurm
+        .setenv(name, value, overwrite)
+        .map(drop)
+        .map_err(|source| JoinError::SetEnv {
+            name: name.to_string_lossy().into_owned(),
+            source,
+        })
 }

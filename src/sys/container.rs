@@ -98,6 +98,27 @@ pub fn release(pid: u32) -> nix::Result<()> {
     )
 }
 
+/// SIGKILL for a helper nobody released, if `pid` is still a stopped process of `uid`
+/// (not a recycled pid). slurmstepd's `task_exit`, as root.
+pub fn kill_stopped_helper(pid: u32, uid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(format!("/proc/{pid}")) else {
+        return;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    if meta.uid() == uid && state == Some("T") {
+        let _ = kill(
+            Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+            Signal::SIGKILL,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

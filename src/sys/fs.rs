@@ -2,10 +2,14 @@
 //! by root through a checked directory fd) and the `/proc` files of the container
 //! helper that the tasks read. Root's directories are in `sys::dirs`.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::core::envfilter::{split_entry, EnvPairs};
 
 use super::dirs::{Dir, DirError};
 
@@ -123,28 +127,23 @@ impl Drop for NameLock {
 }
 
 /// The working directory of a container process, as seen inside the container.
-pub fn process_cwd(pid: u32) -> Result<String, FsError> {
-    let target = fs::read_link(format!("/proc/{pid}/cwd")).map_err(FsError::Cwd)?;
-    target
-        .into_os_string()
-        .into_string()
-        .map_err(|_| FsError::Cwd(io::Error::other("path is not valid UTF-8")))
+pub fn process_cwd(pid: u32) -> Result<OsString, FsError> {
+    fs::read_link(format!("/proc/{pid}/cwd"))
+        .map(PathBuf::into_os_string)
+        .map_err(FsError::Cwd)
 }
 
-/// The environment of a process as `(name, value)` pairs; entries without `=` or not in
-/// UTF-8 are skipped.
-pub fn process_environ(pid: u32) -> Result<Vec<(String, String)>, FsError> {
+/// The environment of a process as `(name, value)` pairs, byte-exact; entries without
+/// `=` or with an empty name are skipped.
+pub fn process_environ(pid: u32) -> Result<EnvPairs, FsError> {
     let raw = fs::read(format!("/proc/{pid}/environ"))
         .map_err(|source| FsError::Environ { pid, source })?;
     Ok(parse_environ(&raw))
 }
 
-fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
+fn parse_environ(raw: &[u8]) -> EnvPairs {
     raw.split(|b| *b == 0)
-        .filter_map(|entry| std::str::from_utf8(entry).ok())
-        .filter_map(|entry| entry.split_once('='))
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter_map(|entry| split_entry(OsStr::from_bytes(entry)))
         .collect()
 }
 
@@ -209,7 +208,11 @@ mod tests {
         let raw = b"A=1\0NOEQ\0B=x=y\0=bad\0\xff=1\0";
         assert_eq!(
             parse_environ(raw),
-            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                (OsStr::from_bytes(b"\xff").to_owned(), "1".into())
+            ]
         );
     }
 
@@ -218,7 +221,7 @@ mod tests {
         let pid = std::process::id();
         assert_eq!(
             process_cwd(pid).unwrap(),
-            std::env::current_dir().unwrap().to_str().unwrap()
+            std::env::current_dir().unwrap().into_os_string()
         );
         assert!(!process_environ(pid).unwrap().is_empty());
     }

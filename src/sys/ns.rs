@@ -137,6 +137,14 @@ impl ContainerNamespaces {
         })
     }
 
+    /// The (st_dev, st_ino) of the container's mount namespace: which container it is.
+    /// (0, 0), which no namespace has, if it cannot be read.
+    pub fn mount_id(&self) -> (u64, u64) {
+        nix::sys::stat::fstat(&self.mount)
+            .map(|st| (st.st_dev, st.st_ino))
+            .unwrap_or((0, 0))
+    }
+
     /// True when the container shares our user namespace (enroot's privileged mode):
     /// such tasks keep real root and get no seccomp filter.
     pub fn privileged(&self) -> bool {
@@ -161,6 +169,17 @@ impl ContainerNamespaces {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl ContainerNamespaces {
+    /// This process's own namespaces, presented as those of an unprivileged container
+    /// (a user namespace to join): what the step tests' fake host opens.
+    pub(crate) fn own_as_container() -> Result<Self, NsError> {
+        let mut ns = Self::open(std::process::id(), Unshare::default())?;
+        ns.user = Some(open_ns(std::process::id(), NsKind::User)?);
+        Ok(ns)
     }
 }
 

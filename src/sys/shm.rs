@@ -16,10 +16,20 @@ use std::time::Duration;
 pub enum Setup {
     /// No task got to it yet.
     Pending,
-    /// The helper (the container's stopped first process) is ready to be joined.
-    Ready { helper: u32 },
+    /// The helper (the container's stopped first process) is ready: its environment
+    /// and cwd are the tasks'; its namespaces too, unless `ns` names the running
+    /// container the creator attached to.
+    Ready { helper: u32, ns: Option<NsRef> },
     /// The creator failed; it reported why.
     Failed,
+}
+
+/// A running container's process and the identity (st_dev, st_ino) of its mount
+/// namespace, so a task opening it by pid can prove it is still the same container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsRef {
+    pub pid: u32,
+    pub mount: (u64, u64),
 }
 
 #[repr(C)]
@@ -32,6 +42,10 @@ struct Shared {
     /// 0 pending, 1 ready, 2 failed.
     state: u32,
     helper: u32,
+    /// The attached container's pid (0 when the helper's namespaces are joined).
+    ns_pid: u32,
+    ns_dev: u64,
+    ns_ino: u64,
 }
 
 /// Errors of the shared state.
@@ -182,9 +196,14 @@ impl Guard<'_> {
         let s = self.shared();
         match setup {
             Setup::Pending => s.state = 0,
-            Setup::Ready { helper } => {
+            Setup::Ready { helper, ns } => {
                 s.state = 1;
                 s.helper = helper;
+                let r = ns.unwrap_or(NsRef {
+                    pid: 0,
+                    mount: (0, 0),
+                });
+                (s.ns_pid, s.ns_dev, s.ns_ino) = (r.pid, r.mount.0, r.mount.1);
             }
             Setup::Failed => {
                 s.state = 2;
@@ -212,7 +231,13 @@ impl Drop for Guard<'_> {
 
 fn decode(s: &Shared) -> Setup {
     match s.state {
-        1 if s.helper > 0 => Setup::Ready { helper: s.helper },
+        1 if s.helper > 0 => Setup::Ready {
+            helper: s.helper,
+            ns: (s.ns_pid > 0).then_some(NsRef {
+                pid: s.ns_pid,
+                mount: (s.ns_dev, s.ns_ino),
+            }),
+        },
         0 => Setup::Pending,
         _ => Setup::Failed,
     }
@@ -242,14 +267,28 @@ mod tests {
             let mut g = step.lock().unwrap();
             assert!(g.enter());
             assert_eq!(g.setup(), Setup::Pending);
-            g.publish(Setup::Ready { helper: 10 });
+            g.publish(Setup::Ready {
+                helper: 10,
+                ns: Some(NsRef {
+                    pid: 5,
+                    mount: (1, 2),
+                }),
+            });
         }
         // SAFETY: the child only uses the mapping and exits with _exit.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
                 let code = match step.lock() {
                     Ok(mut g) => {
-                        let ok = !g.enter() && g.setup() == Setup::Ready { helper: 10 };
+                        let ok = !g.enter()
+                            && g.setup()
+                                == Setup::Ready {
+                                    helper: 10,
+                                    ns: Some(NsRef {
+                                        pid: 5,
+                                        mount: (1, 2),
+                                    }),
+                                };
                         g.started();
                         i32::from(!ok)
                     }

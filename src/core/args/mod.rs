@@ -36,6 +36,7 @@ pub use env::PYXIS_ENV_VARS;
 pub use options::{spec, OptionId, OptionSpec, OPTIONS};
 
 use crate::core::mount::{self, MountEntry, MountError};
+use crate::core::text::printable;
 
 /// PATH_MAX - 1: the longest string the remote side can read back through
 /// `spank_getenv` into a PATH_MAX buffer.
@@ -210,20 +211,6 @@ impl ArgError {
         }
         lines
     }
-}
-
-/// Renders user text for a one-line log message: control characters are
-/// escaped so a value cannot forge extra log lines; everything else is kept.
-pub(crate) fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// pyxis's boolean parser, case-sensitive: `1 true yes y` / `0 false no n`.

@@ -1,0 +1,225 @@
+//! Failures of a containerised step, one enum per phase, in pyxis's words. The
+//! boundary prints each once: the line with its causes, then [`StepError::details`]
+//! (the captured enroot or importer log).
+
+use crate::core::list::ListError;
+use crate::core::plan::PlanError;
+use crate::core::text::log_block;
+use crate::spank::boundary::{Rendered, Report};
+use crate::spank::SpankError;
+use crate::sys::container::StartError;
+use crate::sys::dirs::DirError;
+use crate::sys::fs::{FsError, LockError};
+use crate::sys::ns::NsError;
+use crate::sys::runner::RunError;
+use crate::sys::seccomp::SeccompError;
+use crate::sys::shm::ShmError;
+
+/// Any phase.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    Finish(#[from] FinishError),
+    /// An `init_post_opt` or `user_init` error, reported again by each task.
+    #[error(transparent)]
+    Deferred(Rendered),
+}
+
+/// `init_post_opt` (root).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("couldn't get job {item}: {source}")]
+    JobItem {
+        item: &'static str,
+        #[source]
+        source: SpankError,
+    },
+    #[error(transparent)]
+    Dir(#[from] DirError),
+}
+
+/// `user_init` (euid = user).
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("couldn't get job {item}: {source}")]
+    JobItem {
+        item: &'static str,
+        #[source]
+        source: SpankError,
+    },
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    #[error("couldn't get sbatch script: argc == 0")]
+    NoBatchScript,
+    #[error("couldn't get list of existing container filesystems")]
+    List(#[source] RunError),
+    #[error(transparent)]
+    ListParse(#[from] ListError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("couldn't get container namespaces")]
+    Namespaces(#[source] NsError),
+    #[error("container {0} changed while attaching to it, try again")]
+    AttachRace(String),
+}
+
+/// The creator task: fetch, create and start.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    NameLock(#[from] LockError),
+    /// The named container changed under the lock; deciding again failed.
+    #[error(transparent)]
+    Recheck(#[from] PrepareError),
+    #[error("failed to import docker image: {image}")]
+    Import {
+        image: String,
+        #[source]
+        source: RunError,
+    },
+    #[error("failed to create container filesystem for image: {image}")]
+    Create {
+        image: String,
+        #[source]
+        source: RunError,
+    },
+    #[error("failed to import docker image: {image} (importer: {importer})")]
+    Importer {
+        image: String,
+        importer: String,
+        #[source]
+        source: RunError,
+    },
+    #[error("importer did not return a squashfs path")]
+    ImporterNoPath { importer: String, log: String },
+    #[error("--container-mounts: source path does not exist: {0}")]
+    MountSource(String),
+    #[error("couldn't create enroot start configuration script: {0}")]
+    ConfScript(String),
+    #[error("{source}")]
+    Start {
+        source: StartError,
+        entrypoint: bool,
+    },
+}
+
+/// `task_init` of every task.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("couldn't get job {item}: {source}")]
+    JobItem {
+        item: &'static str,
+        #[source]
+        source: SpankError,
+    },
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// The creator task's own failure.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error("container was not started successfully by another task")]
+    NotStarted,
+    #[error("couldn't get container namespaces")]
+    Namespaces(#[source] NsError),
+    #[error("--container-unshare={0}: enroot did not create the namespace; this enroot is too old for --container-unshare (it needs a release with ENROOT_UNSHARE_NET/IPC/UTS support)")]
+    EnrootTooOld(&'static str),
+    #[error("container {0} changed while attaching to it, try again")]
+    AttachRace(String),
+    #[error(transparent)]
+    Proc(#[from] FsError),
+    #[error(transparent)]
+    Join(NsError),
+    #[error("failed to set {name}: {source}")]
+    SetEnv {
+        name: String,
+        #[source]
+        source: SpankError,
+    },
+    #[error("couldn't chdir to {dir}: {source}")]
+    Chdir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+}
+
+/// `task_exit` of the last task (root).
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("container export: relative path used, but job's cwd is unset")]
+    SaveNoCwd,
+    #[error("failed to export container {name} to {path}")]
+    Export {
+        name: String,
+        path: String,
+        #[source]
+        source: RunError,
+    },
+}
+
+impl Report for StepError {
+    /// The lines printed after the error line: the captured tool log, pyxis's hints.
+    fn details(&self) -> Vec<String> {
+        match self {
+            StepError::Prepare(e) => e.details(),
+            StepError::Join(JoinError::Create(e)) => e.details(),
+            StepError::Finish(FinishError::Export { source, .. }) => enroot_log(source),
+            StepError::Deferred(r) => r.details.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl PrepareError {
+    fn details(&self) -> Vec<String> {
+        match self {
+            PrepareError::List(source) => enroot_log(source),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl CreateError {
+    fn details(&self) -> Vec<String> {
+        match self {
+            CreateError::Recheck(e) => e.details(),
+            CreateError::Import { source, .. } | CreateError::Create { source, .. } => {
+                enroot_log(source)
+            }
+            CreateError::Importer { source, .. } => log_block(
+                "printing importer log file:",
+                source.log().unwrap_or_default(),
+            ),
+            CreateError::ImporterNoPath { log, .. } => {
+                log_block("printing importer log file:", log)
+            }
+            CreateError::Start { source, entrypoint } => {
+                let mut lines = Vec::new();
+                if *entrypoint {
+                    lines.push(
+                        "if the image has an unusual entrypoint, try using --no-container-entrypoint"
+                            .to_owned(),
+                    );
+                }
+                lines.extend(log_block(
+                    "printing enroot log file:",
+                    source.log().unwrap_or_default(),
+                ));
+                lines
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn enroot_log(e: &RunError) -> Vec<String> {
+    log_block("printing enroot log file:", e.log().unwrap_or_default())
+}

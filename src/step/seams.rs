@@ -1,0 +1,163 @@
+//! The seams of a step: what it needs from Slurm ([`Slurm`]), from enroot and the
+//! importer ([`Enroot`]) and from the task process ([`Host`]), with the production
+//! implementations (the SPANK handle, the runner, the kernel). Unit tests drive whole
+//! steps through scripted fakes of the three (`step/tests`).
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+
+use crate::core::args::Unshare;
+use crate::core::envfilter::EnvPairs;
+use crate::spank::{Spank, SpankError};
+use crate::sys::container::{self, Helper, StartError};
+use crate::sys::fs::{process_cwd, process_environ, FsError};
+use crate::sys::ns::{ContainerNamespaces, Kernel, NsError};
+use crate::sys::runner::{self, Credentials, Invocation, RunError};
+use crate::sys::seccomp::{self, SeccompError};
+
+/// What a step asks Slurm (remote context: slurmstepd and its tasks).
+pub trait Slurm {
+    fn job_uid(&self) -> Result<u32, SpankError>;
+    fn job_gid(&self) -> Result<u32, SpankError>;
+    fn supplementary_gids(&self) -> Result<Vec<u32>, SpankError>;
+    fn job_id(&self) -> Result<u32, SpankError>;
+    fn step_id(&self) -> Result<u32, SpankError>;
+    fn node_id(&self) -> Result<u32, SpankError>;
+    fn local_task_count(&self) -> Result<u32, SpankError>;
+    fn total_task_count(&self) -> Result<u32, SpankError>;
+    /// `S_JOB_ENV`: the job environment (in `task_init`, the task's).
+    fn job_env(&self) -> Result<Vec<OsString>, SpankError>;
+    fn job_argv(&self) -> Result<Vec<OsString>, SpankError>;
+    fn getenv(&self, name: &str) -> Result<Option<OsString>, SpankError>;
+    fn setenv(&self, name: &OsStr, value: &OsStr, overwrite: bool) -> Result<bool, SpankError>;
+    fn unsetenv(&self, name: &str) -> Result<(), SpankError>;
+}
+
+/// Running enroot (and the importer) as the job user.
+pub trait Enroot {
+    /// To completion; the result is the captured stdout+stderr.
+    fn run(&self, inv: &Invocation, creds: &Credentials) -> Result<String, RunError>;
+    /// To completion, stdout apart from the log: `(stdout, log)`.
+    fn run_split(
+        &self,
+        inv: &Invocation,
+        creds: &Credentials,
+    ) -> Result<(String, String), RunError>;
+    /// `enroot start ... sh -c 'kill -STOP $$'` until the helper stopped itself.
+    fn start(&self, inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError>;
+}
+
+/// What a task does to itself and to the container's processes.
+pub trait Host {
+    fn open_namespaces(&self, pid: u32, unshare: Unshare) -> Result<ContainerNamespaces, NsError>;
+    fn join(&self, ns: &ContainerNamespaces) -> Result<(), NsError>;
+    /// The helper's working directory, as seen inside the container.
+    fn helper_cwd(&self, pid: u32) -> Result<OsString, FsError>;
+    /// The helper's environment: the container's.
+    fn helper_environ(&self, pid: u32) -> Result<EnvPairs, FsError>;
+    fn chdir(&self, dir: &Path) -> std::io::Result<()>;
+    fn install_seccomp(&self) -> Result<(), SeccompError>;
+    /// SIGCONT: the stopped helper exits.
+    fn release(&self, pid: u32) -> nix::Result<()>;
+    /// SIGKILL, if `pid` is still a stopped process of `uid` (a helper nobody released).
+    fn kill_stopped_helper(&self, pid: u32, uid: u32);
+}
+
+/// The three seams a step phase works with.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    pub slurm: &'a dyn Slurm,
+    pub enroot: &'a dyn Enroot,
+    pub host: &'a dyn Host,
+}
+
+impl Slurm for Spank<'_> {
+    fn job_uid(&self) -> Result<u32, SpankError> {
+        Spank::job_uid(self)
+    }
+    fn job_gid(&self) -> Result<u32, SpankError> {
+        Spank::job_gid(self)
+    }
+    fn supplementary_gids(&self) -> Result<Vec<u32>, SpankError> {
+        Spank::supplementary_gids(self)
+    }
+    fn job_id(&self) -> Result<u32, SpankError> {
+        Spank::job_id(self)
+    }
+    fn step_id(&self) -> Result<u32, SpankError> {
+        Spank::step_id(self)
+    }
+    fn node_id(&self) -> Result<u32, SpankError> {
+        Spank::node_id(self)
+    }
+    fn local_task_count(&self) -> Result<u32, SpankError> {
+        Spank::local_task_count(self)
+    }
+    fn total_task_count(&self) -> Result<u32, SpankError> {
+        Spank::total_task_count(self)
+    }
+    fn job_env(&self) -> Result<Vec<OsString>, SpankError> {
+        Spank::job_env(self)
+    }
+    fn job_argv(&self) -> Result<Vec<OsString>, SpankError> {
+        Spank::job_argv(self)
+    }
+    fn getenv(&self, name: &str) -> Result<Option<OsString>, SpankError> {
+        Spank::getenv(self, name)
+    }
+    fn setenv(&self, name: &OsStr, value: &OsStr, overwrite: bool) -> Result<bool, SpankError> {
+        Spank::setenv(self, name, value, overwrite)
+    }
+    fn unsetenv(&self, name: &str) -> Result<(), SpankError> {
+        Spank::unsetenv(self, name)
+    }
+}
+
+/// The real enroot, through `sys::runner`.
+pub struct Runner;
+
+impl Enroot for Runner {
+    fn run(&self, inv: &Invocation, creds: &Credentials) -> Result<String, RunError> {
+        runner::run(inv, creds)
+    }
+    fn run_split(
+        &self,
+        inv: &Invocation,
+        creds: &Credentials,
+    ) -> Result<(String, String), RunError> {
+        runner::run_split(inv, creds)
+    }
+    fn start(&self, inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError> {
+        container::start(inv, creds)
+    }
+}
+
+/// The real task process.
+pub struct Process;
+
+impl Host for Process {
+    fn open_namespaces(&self, pid: u32, unshare: Unshare) -> Result<ContainerNamespaces, NsError> {
+        ContainerNamespaces::open(pid, unshare)
+    }
+    fn join(&self, ns: &ContainerNamespaces) -> Result<(), NsError> {
+        ns.join(&mut Kernel)
+    }
+    fn helper_cwd(&self, pid: u32) -> Result<OsString, FsError> {
+        process_cwd(pid)
+    }
+    fn helper_environ(&self, pid: u32) -> Result<EnvPairs, FsError> {
+        process_environ(pid)
+    }
+    fn chdir(&self, dir: &Path) -> std::io::Result<()> {
+        std::env::set_current_dir(dir)
+    }
+    fn install_seccomp(&self) -> Result<(), SeccompError> {
+        seccomp::install()
+    }
+    fn release(&self, pid: u32) -> nix::Result<()> {
+        container::release(pid)
+    }
+    fn kill_stopped_helper(&self, pid: u32, uid: u32) {
+        container::kill_stopped_helper(pid, uid);
+    }
+}
