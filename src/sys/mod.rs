@@ -5,6 +5,7 @@
 pub mod container;
 pub mod dirs;
 pub mod fs;
+pub mod lockfile;
 pub mod ns;
 pub mod runner;
 pub mod seccomp;
