@@ -147,6 +147,25 @@ pub fn try_lock(
         flags |= OFlag::O_CREAT;
     }
     for _ in 0..RECHECK_ATTEMPTS {
+        // Look before opening, so that nothing but a regular file is ever opened here
+        // (root lists caches too); the fstat after the open covers a swap in between.
+        match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if !is_regular(&st) => {
+                return Err(LockFileError::NotRegular {
+                    path: path(),
+                    found: kind_name(st.st_mode),
+                })
+            }
+            Ok(_) => {}
+            Err(Errno::ENOENT) if !create => return Ok(Attempt::Missing),
+            Err(Errno::ENOENT) => {}
+            Err(source) => {
+                return Err(LockFileError::Open {
+                    path: path(),
+                    source,
+                })
+            }
+        }
         let file = match openat(dir, name, flags, Mode::from_bits_truncate(0o600)) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) if !create => return Ok(Attempt::Missing),
