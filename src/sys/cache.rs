@@ -5,7 +5,8 @@
 //! them; the user's doctor/prune command lists and prunes. Root (slurmstepd in
 //! `task_exit`, the job epilog) only calls [`UserCache::remove_step_temps`] /
 //! [`UserCache::remove_job_temps`], [`UserCache::list`] and
-//! [`UserCache::free_space`], none of which opens anything but the directory.
+//! [`UserCache::free_space`]: they create nothing, and open nothing but the
+//! directory and (`list`) existing regular lock files, checked before and after.
 //!
 //! `<image_cache_path>/<uid>/` is created and checked by root (not here); this module
 //! opens it once as a directory fd (`O_DIRECTORY|O_NOFOLLOW`, then `fstat`: a
