@@ -32,16 +32,17 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::dir::Dir;
+use nix::dir::Dir as DirStream;
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstat, fstatat, futimens, FileStat, Mode};
+use nix::sys::stat::{fchmod, fstat, fstatat, futimens, FileStat, Mode, SFlag};
 use nix::sys::statvfs::fstatvfs;
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fsync, unlinkat, UnlinkatFlags};
 
 use crate::core::cache::{plan_eviction, CacheFile, Candidate, Digest, StepFile, COMMIT_LOCK};
 use crate::core::naming::{JobId, StepId};
+use crate::sys::dirs::Dir;
 use crate::sys::lockfile::{
     self, is_regular, kind_name, Attempt, HeldLock, LockFileError, LockKind,
 };
@@ -266,7 +267,8 @@ fn system_time(ns: i128) -> SystemTime {
 /// nothing here assumes a user made them well-formed.
 fn dir_names(dir: BorrowedFd<'_>, path: &Path) -> Result<Vec<Vec<u8>>, CacheError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
-    let mut d = Dir::openat(dir, ".", flags, Mode::empty()).map_err(io("read", path.to_owned()))?;
+    let mut d =
+        DirStream::openat(dir, ".", flags, Mode::empty()).map_err(io("read", path.to_owned()))?;
     let mut names = Vec::new();
     for entry in d.iter() {
         let entry = entry.map_err(io("read", path.to_owned()))?;
@@ -368,13 +370,40 @@ impl UserCache {
             }
             Err(source) => return Err(CacheError::OpenDir { path, source }),
         };
+        UserCache::checked(dir, path, uid)
+    }
+
+    /// The same cache from a directory root already opened and checked on a trusted
+    /// path (`Dir::open_trusted(image_cache_path)?.existing_user_subdir(uid)?`), which
+    /// is what root should use: its fd is duplicated and checked again here.
+    pub fn from_dir(dir: &Dir, uid: u32) -> Result<UserCache, CacheError> {
+        let fd = dir.fd().try_clone_to_owned().map_err(|e| CacheError::Io {
+            op: "duplicate the descriptor of",
+            path: dir.path().to_owned(),
+            source: e
+                .raw_os_error()
+                .map_or(Errno::UnknownErrno, Errno::from_raw),
+        })?;
+        UserCache::checked(fd, dir.path().to_owned(), uid)
+    }
+
+    /// Accepts an open directory only if it is owned by `uid` and closed to others.
+    fn checked(dir: OwnedFd, path: PathBuf, uid: u32) -> Result<UserCache, CacheError> {
         let st = fstat(&dir).map_err(io("stat", path.clone()))?;
-        if st.st_uid != uid || st.st_mode & 0o077 != 0 {
-            return Err(untrusted(format!(
-                "a directory owned by uid {} with mode {:04o}",
-                st.st_uid,
-                st.st_mode & 0o7777
-            )));
+        if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits()
+            || st.st_uid != uid
+            || st.st_mode & 0o077 != 0
+        {
+            return Err(CacheError::Untrusted {
+                found: format!(
+                    "{} owned by uid {} with mode {:04o}",
+                    kind_name(st.st_mode),
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+                path,
+                uid,
+            });
         }
         Ok(UserCache { dir, path, uid })
     }
@@ -1079,6 +1108,12 @@ mod tests {
             "{err}"
         );
         fs::rename(&real, r.dir()).unwrap();
+        // Root's way in: the directory checked on a trusted path by sys::dirs.
+        let trusted = Dir::open_trusted(&r.root, r.uid).unwrap();
+        let dir = trusted.existing_user_subdir(r.uid).unwrap();
+        assert_eq!(UserCache::from_dir(&dir, r.uid).unwrap().path(), r.dir());
+        let err = UserCache::from_dir(&trusted, r.uid).unwrap_err();
+        assert!(err.to_string().contains("mode 0755"), "{err}");
     }
 
     #[test]
