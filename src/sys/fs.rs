@@ -5,13 +5,17 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::core::envfilter::{split_entry, EnvPairs};
 
 use super::dirs::{Dir, DirError};
+use crate::sys::lockfile::{self, HeldLock, LockFileError, LockKind};
 
 /// Errors with pyxis's wording where it has one.
 #[derive(Debug, thiserror::Error)]
@@ -29,22 +33,26 @@ pub enum FsError {
 /// Why a named container's lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("couldn't open container lock {path}: {source}")]
+    #[error("couldn't open container lock directory {path}: {source}")]
     Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    File(#[from] LockFileError),
     #[error("timed out after {secs} s waiting for another step using container {name}")]
     Timeout { name: String, secs: u64 },
 }
 
 /// An exclusive per-user, per-node lock on one named container, held while a step
 /// creates or starts it (W2). The kernel drops it if the holder dies; the holder removes
-/// the lock file when done, so nothing is left behind.
+/// the lock file when done, so nothing is left behind (the protocol is
+/// `sys::lockfile`'s).
 pub struct NameLock {
-    path: PathBuf,
-    _file: nix::fcntl::Flock<fs::File>,
+    dir: OwnedFd,
+    file: String,
+    lock: Option<HeldLock>,
 }
 
 /// How long a step waits for other steps using the same named container. Creating a
@@ -54,50 +62,38 @@ const NAME_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 impl NameLock {
     /// Takes `<dir>/<name>.lock` (created 0600, never through a symlink).
     pub fn acquire(dir: &Path, name: &str) -> Result<NameLock, LockError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join(format!("{name}.lock"));
-        let open_err = |source: io::Error| LockError::Open {
-            path: path.clone(),
-            source,
-        };
-        let started = std::time::Instant::now();
-        loop {
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(open_err)?;
-            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(locked) => {
-                    // The previous holder unlinks the file before unlocking: a lock on
-                    // an unlinked inode is worthless, take the current file again.
-                    let ours = locked.metadata().map_err(open_err)?;
-                    match fs::symlink_metadata(&path) {
-                        Ok(now) if (now.dev(), now.ino()) == (ours.dev(), ours.ino()) => {
-                            return Ok(NameLock {
-                                path,
-                                _file: locked,
-                            })
-                        }
-                        _ => continue,
-                    }
-                }
-                Err((_, nix::Error::EWOULDBLOCK)) | Err((_, nix::Error::EINTR)) => {
-                    if started.elapsed() > NAME_LOCK_TIMEOUT {
-                        return Err(LockError::Timeout {
-                            name: name.to_owned(),
-                            secs: NAME_LOCK_TIMEOUT.as_secs(),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err((_, e)) => return Err(open_err(e.into())),
-            }
-        }
+        let dir_fd = nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| LockError::Open {
+            path: dir.to_owned(),
+            source: e.into(),
+        })?;
+        let file = format!("{name}.lock");
+        let deadline = std::time::Instant::now() + NAME_LOCK_TIMEOUT;
+        let lock = lockfile::lock(
+            dir_fd.as_fd(),
+            dir,
+            &file,
+            LockKind::Exclusive,
+            deadline,
+            NAME_LOCK_TIMEOUT,
+            &mut |_| {},
+        )
+        .map_err(|e| match e {
+            LockFileError::Timeout { .. } => LockError::Timeout {
+                name: name.to_owned(),
+                secs: NAME_LOCK_TIMEOUT.as_secs(),
+            },
+            other => LockError::File(other),
+        })?;
+        Ok(NameLock {
+            dir: dir_fd,
+            file,
+            lock: Some(lock),
+        })
     }
 }
 
@@ -121,8 +117,10 @@ impl NameLock {
 
 impl Drop for NameLock {
     fn drop(&mut self) {
-        // Unlink while still holding the lock; waiters notice and retry (see acquire).
-        let _ = fs::remove_file(&self.path);
+        // Unlink while still holding the lock; waiters notice and retry (sys::lockfile).
+        if let Some(lock) = self.lock.take() {
+            let _ = lock.remove(self.dir.as_fd(), &self.file);
+        }
     }
 }
 

@@ -2,9 +2,11 @@
 //! the container start handshake, namespaces, the state shared between tasks and the
 //! per-user runtime directory. Decisions live in `crate::core`; these only act.
 
+pub mod cache;
 pub mod container;
 pub mod dirs;
 pub mod fs;
+pub mod lockfile;
 pub mod ns;
 pub mod runner;
 pub mod seccomp;
