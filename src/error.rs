@@ -20,7 +20,7 @@ pub enum PluginError {
     #[error("unknown option index {0}")]
     UnknownOption(i32),
     #[error(transparent)]
-    Step(#[from] StepError),
+    Step(Box<StepError>),
     #[error("{what}: {source}")]
     Spank {
         what: &'static str,
@@ -31,6 +31,12 @@ pub enum PluginError {
     Slurmd(#[source] crate::sys::dirs::DirError),
     #[error("epilog: couldn't cleanup pyxis containers for job {job}")]
     Epilog { job: u32, details: Vec<String> },
+}
+
+impl From<StepError> for PluginError {
+    fn from(e: StepError) -> Self {
+        PluginError::Step(Box::new(e))
+    }
 }
 
 impl Report for PluginError {

@@ -52,6 +52,38 @@ pub const DENY_PREFIXES: &[&str] = &[
     "ENROOT_UNSHARE_PID=",
 ];
 
+/// enroot is a bash script: nothing from the job (or the epilog's environment) may run
+/// code in it or change how bash reads it (issue 11 item 3).
+pub const SHELL_STARTUP_PREFIXES: &[&str] = &[
+    "BASH_ENV=",
+    "ENV=",
+    "BASH_FUNC_",
+    "SHELLOPTS=",
+    "BASHOPTS=",
+    "PS4=",
+    "CDPATH=",
+    "GLOBIGNORE=",
+    "POSIXLY_CORRECT=",
+];
+
+/// True for a `NAME=VALUE` entry that bash would act on when enroot starts.
+pub fn is_shell_startup(entry: &OsStr) -> bool {
+    let bytes = entry.as_bytes();
+    SHELL_STARTUP_PREFIXES
+        .iter()
+        .any(|p| bytes.starts_with(p.as_bytes()))
+}
+
+/// True for a job-environment entry that must not reach enroot.
+fn denied_for_enroot(entry: &OsStr) -> bool {
+    let bytes = entry.as_bytes();
+    DENY_PREFIXES
+        .iter()
+        .any(|p| bytes.starts_with(p.as_bytes()))
+        || is_shell_startup(entry)
+        || bytes.contains(&0)
+}
+
 /// `PATH` for enroot when slurmstepd has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -130,12 +162,7 @@ pub fn enroot_env(input: &EnrootEnvInput<'_>) -> EnvPairs {
         input.host_path.unwrap_or(DEFAULT_PATH),
     );
     for entry in input.job_env {
-        let bytes = entry.as_bytes();
-        if DENY_PREFIXES
-            .iter()
-            .any(|p| bytes.starts_with(p.as_bytes()))
-            || bytes.contains(&0)
-        {
+        if denied_for_enroot(entry) {
             continue;
         }
         if let Some((name, value)) = split_entry(entry) {
@@ -434,6 +461,30 @@ mod tests {
         ];
         for (env, want) in cases {
             assert_eq!(pytorch_remap(&pairs(env)), pairs(want), "{env:?}");
+        }
+    }
+
+    #[test]
+    fn shell_start_up_variables_never_reach_enroot() {
+        let env = env_for(
+            &[
+                "BASH_ENV=/tmp/evil",
+                "ENV=/tmp/evil",
+                "BASH_FUNC_mkdir%%=() { :; }",
+                "SHELLOPTS=xtrace",
+                "PS4=$(evil)",
+                "ENVIRONMENT=kept",
+            ],
+            None,
+            &Args::default(),
+        );
+        let names: Vec<_> = env
+            .iter()
+            .map(|(n, _)| n.to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&"ENVIRONMENT".to_owned()), "{names:?}");
+        for bad in ["BASH_ENV", "ENV", "BASH_FUNC_mkdir%%", "SHELLOPTS", "PS4"] {
+            assert!(!names.contains(&bad.to_owned()), "{bad} passed");
         }
     }
 

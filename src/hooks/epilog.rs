@@ -17,6 +17,7 @@ use tracing::{debug, error, info};
 
 use super::HookResult;
 use crate::core::config::{parse_config, Config};
+use crate::core::envfilter::is_shell_startup;
 use crate::core::marker::{is_marker_of, Cleanup, StepMarker, JOBS_DIR, MAX_MARKER_LEN};
 use crate::core::naming::{is_step_file, JobId};
 use crate::core::text::log_block;
@@ -24,7 +25,7 @@ use crate::error::PluginError;
 use crate::spank::Spank;
 use crate::sys::dirs::Dir;
 use crate::sys::fs::NameLock;
-use crate::sys::runner::{self, Credentials, Invocation};
+use crate::sys::runner::{self, Credentials, Invocation, Watch};
 
 pub fn job_epilog(h: &Spank<'_>) -> HookResult {
     let config = parse_config(h.plugin_args()).map_err(PluginError::Config)?;
@@ -49,7 +50,7 @@ pub fn job_epilog(h: &Spank<'_>) -> HookResult {
         groups: Vec::new(),
     };
     let removed = if found.cleanup.needs_enroot() {
-        remove_containers(&found.cleanup, job, &creds)
+        remove_containers(&config, &found.cleanup, job, &creds)
     } else {
         Ok(())
     };
@@ -144,18 +145,27 @@ fn remove_user_files(config: &Config, cleanup: &Cleanup, job: JobId, uid: u32) {
     }
 }
 
-fn remove_containers(cleanup: &Cleanup, job: JobId, creds: &Credentials) -> HookResult {
+fn remove_containers(
+    config: &Config,
+    cleanup: &Cleanup,
+    job: JobId,
+    creds: &Credentials,
+) -> HookResult {
     let failure = |details: Vec<String>| PluginError::Epilog {
         job: job.0,
         details,
     };
-    let Some(listing) = list(creds) else {
+    let Some(listing) = list(config, creds) else {
         return Ok(());
     };
     let mut details = Vec::new();
     for name in cleanup.to_remove(&listing, job) {
         debug!("epilog: removing container {name}");
-        match runner::run(&epilog_enroot(&["remove", "-f", name]), creds) {
+        match runner::run(
+            &epilog_enroot(&["remove", "-f", name]),
+            creds,
+            &mut watch(config),
+        ) {
             Ok(_) => debug!("epilog: removed container {name}"),
             Err(e) => {
                 details.push(format!("epilog: failed to remove container {name}"));
@@ -170,7 +180,7 @@ fn remove_containers(cleanup: &Cleanup, job: JobId, creds: &Credentials) -> Hook
         return Ok(());
     }
     debug!("epilog: checking for leftover containers");
-    let Some(listing) = list(creds) else {
+    let Some(listing) = list(config, creds) else {
         return Ok(());
     };
     let left = cleanup.to_remove(&listing, job);
@@ -190,8 +200,8 @@ fn remove_containers(cleanup: &Cleanup, job: JobId, creds: &Credentials) -> Hook
 
 /// `enroot list` as the user. A failure is the user's enroot setup (or a missing
 /// enroot), not a container that could not be removed: logged, and `None`.
-fn list(creds: &Credentials) -> Option<String> {
-    match runner::run(&epilog_enroot(&["list"]), creds) {
+fn list(config: &Config, creds: &Credentials) -> Option<String> {
+    match runner::run(&epilog_enroot(&["list"]), creds, &mut watch(config)) {
         Ok(out) => Some(out),
         Err(e) => {
             error!("epilog: couldn't get list of existing containers: {e}");
@@ -203,12 +213,23 @@ fn list(creds: &Credentials) -> Option<String> {
     }
 }
 
+/// The bound on each enroot call of the epilog.
+fn watch(config: &Config) -> Watch<'static> {
+    Watch::new(config.command_timeout, "command_timeout")
+}
+
 /// enroot with the epilog's own environment (as bytes: Slurm puts user-chosen bytes
 /// there), `PATH` defaulted and `HOME` dropped (enroot then uses the passwd home, as for
 /// the job).
 fn epilog_enroot(argv: &[&str]) -> Invocation {
-    let mut env: Vec<(OsString, OsString)> =
-        std::env::vars_os().filter(|(k, _)| k != "HOME").collect();
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, v)| {
+            let mut entry = k.clone();
+            entry.push("=");
+            entry.push(v);
+            k != "HOME" && !is_shell_startup(&entry)
+        })
+        .collect();
     if !env.iter().any(|(k, _)| k == OsStr::new("PATH")) {
         env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
     }

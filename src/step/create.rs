@@ -17,10 +17,11 @@ use super::{CreateError, Prepared, Step, STOP_COMMAND};
 use crate::core::conf_script::ConfScript;
 use crate::core::naming::{conf_script_prefix, temp_squashfs_name, JobId, StepId};
 use crate::core::plan::{ContainerPlan, Rootfs, Source};
-use crate::core::text::log_block;
+use crate::core::text::{log_block, printable};
 use crate::spank::log::{USER, USER_RAW};
 use crate::sys::fs::NameLock;
 use crate::sys::ns::ContainerNamespaces;
+use crate::sys::runner::Progress;
 
 /// What the creator hands to every task.
 pub(super) struct Started {
@@ -42,7 +43,11 @@ impl Prepared {
         // are serialised, so neither enroot's "File already exists" nor its 30 s rootfs
         // lock can fail one of them (W2).
         let _lock = match self.plan.named {
-            true => Some(NameLock::acquire(&step.runtime_dir(), &self.plan.name)?),
+            true => Some(NameLock::acquire(
+                &step.runtime_dir(),
+                &self.plan.name,
+                step.setup_bound(),
+            )?),
             false => None,
         };
         // Under the lock the named container may have been created or started by
@@ -100,6 +105,24 @@ impl Step {
 
     fn imported(&self) {
         tracing::error!(target: USER, "imported docker image: {}", self.image());
+    }
+
+    /// Tells the user, every few seconds, that a long fetch still runs and what enroot
+    /// said last (`[INFO] Downloading 3 missing layers...`).
+    fn progress(&self) -> impl FnMut(&Progress) + '_ {
+        move |p: &Progress| {
+            let said = p
+                .last_line
+                .as_deref()
+                .map(|l| format!(": {}", printable(l.trim_start_matches("[INFO] "))))
+                .unwrap_or_default();
+            tracing::error!(
+                target: USER,
+                "importing docker image: {} ({} s){said}",
+                self.image(),
+                p.elapsed.as_secs()
+            );
+        }
     }
 
     fn temp_squashfs(&self) -> PathBuf {
@@ -166,9 +189,11 @@ impl Step {
         // A killed step may have left it behind (W3); import refuses to overwrite.
         remove_temp_squashfs(&tmp);
         let out = tmp.to_string_lossy().into_owned();
+        let mut progress = self.progress();
         let imported = io.enroot.run(
             &self.enroot(&["import", "--output", &out, uri], env),
             &self.user(),
+            &mut self.long().with_progress(&mut progress),
         );
         if let Err(source) = imported {
             remove_temp_squashfs(&tmp);
@@ -195,8 +220,13 @@ impl Step {
             argv.push("--force");
         }
         argv.extend(["--name", &plan.name, uri]);
+        let mut progress = self.progress();
         io.enroot
-            .run(&self.enroot(&argv, env), &self.user())
+            .run(
+                &self.enroot(&argv, env),
+                &self.user(),
+                &mut self.long().with_progress(&mut progress),
+            )
             .map_err(|source| CreateError::Import {
                 image: self.image().to_owned(),
                 source,
@@ -222,7 +252,7 @@ impl Step {
         }
         argv.extend(["--name", &plan.name, squashfs]);
         io.enroot
-            .run(&self.enroot(&argv, env), &self.user())
+            .run(&self.enroot(&argv, env), &self.user(), &mut self.long())
             .map(drop)
             .map_err(|source| CreateError::Create {
                 image: self.image().to_owned(),
@@ -236,7 +266,12 @@ impl Step {
         let importer = self.importer_path();
         let inv = self.importer(&["get", uri], env);
         debug!("running importer command: {}", inv.display());
-        let got = io.enroot.run_split(&inv, &self.user());
+        let mut progress = self.progress();
+        let got = io.enroot.run_split(
+            &inv,
+            &self.user(),
+            &mut self.long().with_progress(&mut progress),
+        );
         let (stdout, log) = match got {
             Ok(out) => out,
             Err(source) => {
@@ -262,7 +297,7 @@ impl Step {
     pub(super) fn importer_release(&self, io: Io<'_>, env: &[OsString]) {
         let inv = self.importer(&["release"], env);
         debug!("running importer command: {}", inv.display());
-        if let Err(e) = io.enroot.run(&inv, &self.user()) {
+        if let Err(e) = io.enroot.run(&inv, &self.user(), &mut self.short()) {
             info!("could not call importer release: {e}");
             for line in log_block("printing importer log file:", e.log().unwrap_or_default()) {
                 info!("{line}");
@@ -303,7 +338,9 @@ impl Step {
         let conf_path = conf.path.to_string_lossy().into_owned();
         let mut argv = vec!["start", "--conf", &conf_path, target];
         argv.extend(STOP_COMMAND);
-        let started = io.enroot.start(&self.enroot(&argv, env), &self.user());
+        let started = io
+            .enroot
+            .start(&self.enroot(&argv, env), &self.user(), &self.short());
         drop(conf);
         let helper = started.map_err(|source| CreateError::Start {
             source,

@@ -19,17 +19,29 @@ use crate::sys::shm::ShmError;
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
-    Setup(#[from] SetupError),
+    Setup(Box<SetupError>),
     #[error(transparent)]
-    Prepare(#[from] PrepareError),
+    Prepare(Box<PrepareError>),
     #[error(transparent)]
-    Join(#[from] JoinError),
+    Join(Box<JoinError>),
     #[error(transparent)]
-    Finish(#[from] FinishError),
+    Finish(Box<FinishError>),
     /// An `init_post_opt` or `user_init` error, reported again by each task.
     #[error(transparent)]
     Deferred(Rendered),
 }
+
+macro_rules! boxed_from {
+    ($($phase:ident => $variant:ident),*) => {$(
+        impl From<$phase> for StepError {
+            fn from(e: $phase) -> Self {
+                StepError::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from!(SetupError => Setup, PrepareError => Prepare, JoinError => Join, FinishError => Finish);
 
 /// `init_post_opt` (root).
 #[derive(Debug, thiserror::Error)]
@@ -170,8 +182,14 @@ impl Report for StepError {
     fn details(&self) -> Vec<String> {
         match self {
             StepError::Prepare(e) => e.details(),
-            StepError::Join(JoinError::Create(e)) => e.details(),
-            StepError::Finish(FinishError::Export { source, .. }) => enroot_log(source),
+            StepError::Join(e) => match e.as_ref() {
+                JoinError::Create(e) => e.details(),
+                _ => Vec::new(),
+            },
+            StepError::Finish(e) => match e.as_ref() {
+                FinishError::Export { source, .. } => enroot_log(source),
+                FinishError::SaveNoCwd => Vec::new(),
+            },
             StepError::Deferred(r) => r.details.clone(),
             _ => Vec::new(),
         }

@@ -64,6 +64,7 @@ impl Prepared {
             .run(
                 &step.enroot(&["export", "-f", "-o", &out, &plan.name], &self.job_env),
                 &step.user(),
+                &mut step.long(),
             )
             .map_err(|source| FinishError::Export {
                 name: plan.name.clone(),
@@ -134,10 +135,11 @@ impl Step {
     /// `enroot remove -f`; false if the container may still be there.
     fn remove_container(&self, io: Io<'_>, name: &str, job_env: &[OsString]) -> bool {
         info!("removing container filesystem: {name}");
-        match io
-            .enroot
-            .run(&self.enroot(&["remove", "-f", name], job_env), &self.user())
-        {
+        match io.enroot.run(
+            &self.enroot(&["remove", "-f", name], job_env),
+            &self.user(),
+            &mut self.short(),
+        ) {
             Ok(_) => true,
             // A step that failed before creating it has nothing to remove.
             Err(e)

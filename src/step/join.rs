@@ -25,7 +25,7 @@ impl Prepared {
         })?;
         let mut late = None;
         let setup = {
-            let mut lock = self.shm.lock()?;
+            let mut lock = self.shm.lock(self.step.setup_bound())?;
             if lock.enter() {
                 match self.create_and_start(io, &task_env) {
                     Ok(started) => {
@@ -91,7 +91,7 @@ impl Prepared {
             io.host.install_seccomp()?;
         }
         // The last task lets the helper exit, except when it holds a squashfuse mount.
-        let joined = self.shm.lock()?.started();
+        let joined = self.shm.lock(self.step.setup_bound())?.started();
         if joined >= self.step.job.local_tasks && !self.plan.helper_lives_with_step() {
             if let Err(e) = io.host.release(helper) {
                 error!("couldn't send SIGCONT to container process: {e}");

@@ -13,6 +13,10 @@
 //! the seams of `seams.rs` (Slurm, enroot, the task process), so that whole steps are
 //! unit-tested with scripted fakes.
 
+// The phase errors carry enroot's captured log and are built at most once per failing
+// step: their size on the cold path does not matter.
+#![allow(clippy::result_large_err)]
+
 mod create;
 mod error;
 mod finish;
@@ -36,7 +40,7 @@ use crate::core::naming::{JobId, StepId};
 use crate::core::plan::ContainerPlan;
 use crate::sys::dirs::Dir;
 use crate::sys::ns::ContainerNamespaces;
-use crate::sys::runner::{Credentials, Invocation};
+use crate::sys::runner::{Credentials, Invocation, Watch};
 use crate::sys::shm::SharedStep;
 
 /// The pyxis release whose behaviour we reproduce (`PYXIS_VERSION` for enroot hooks).
@@ -100,6 +104,22 @@ impl Step {
             gid: self.job.gid,
             groups: self.job.groups.clone(),
         }
+    }
+
+    /// The bound on a short enroot/importer call (`list`, `start`, `remove`, `release`).
+    fn short(&self) -> Watch<'static> {
+        Watch::new(self.config.command_timeout, "command_timeout")
+    }
+
+    /// The bound on a long one (`import`, `create`, `load`, `export`, importer `get`).
+    fn long(&self) -> Watch<'static> {
+        Watch::new(self.config.import_timeout, "import_timeout")
+    }
+
+    /// How long a task waits for another one setting the container up: the longest a
+    /// fetch, a creation and a start can take.
+    fn setup_bound(&self) -> std::time::Duration {
+        self.config.import_timeout * 2 + self.config.command_timeout * 3
     }
 
     fn runtime_dir(&self) -> PathBuf {

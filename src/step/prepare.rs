@@ -123,7 +123,11 @@ impl Step {
     ) -> Result<ContainerState, PrepareError> {
         let out = io
             .enroot
-            .run(&self.enroot(&["list", "-f"], job_env), &self.user())
+            .run(
+                &self.enroot(&["list", "-f"], job_env),
+                &self.user(),
+                &mut self.short(),
+            )
             .map_err(PrepareError::List)?;
         Ok(find_container(&out, name)?)
     }

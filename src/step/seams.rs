@@ -12,7 +12,7 @@ use crate::spank::{Spank, SpankError};
 use crate::sys::container::{self, Helper, StartError};
 use crate::sys::fs::{process_cwd, process_environ, FsError};
 use crate::sys::ns::{ContainerNamespaces, Kernel, NsError};
-use crate::sys::runner::{self, Credentials, Invocation, RunError};
+use crate::sys::runner::{self, Credentials, Invocation, RunError, Watch};
 use crate::sys::seccomp::{self, SeccompError};
 
 /// What a step asks Slurm (remote context: slurmstepd and its tasks).
@@ -35,16 +35,27 @@ pub trait Slurm {
 
 /// Running enroot (and the importer) as the job user.
 pub trait Enroot {
-    /// To completion; the result is the captured stdout+stderr.
-    fn run(&self, inv: &Invocation, creds: &Credentials) -> Result<String, RunError>;
+    /// To completion, bounded by `watch`; the result is the captured stdout+stderr.
+    fn run(
+        &self,
+        inv: &Invocation,
+        creds: &Credentials,
+        watch: &mut Watch<'_>,
+    ) -> Result<String, RunError>;
     /// To completion, stdout apart from the log: `(stdout, log)`.
     fn run_split(
         &self,
         inv: &Invocation,
         creds: &Credentials,
+        watch: &mut Watch<'_>,
     ) -> Result<(String, String), RunError>;
     /// `enroot start ... sh -c 'kill -STOP $$'` until the helper stopped itself.
-    fn start(&self, inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError>;
+    fn start(
+        &self,
+        inv: &Invocation,
+        creds: &Credentials,
+        watch: &Watch<'_>,
+    ) -> Result<Helper, StartError>;
 }
 
 /// What a task does to itself and to the container's processes.
@@ -117,18 +128,29 @@ impl Slurm for Spank<'_> {
 pub struct Runner;
 
 impl Enroot for Runner {
-    fn run(&self, inv: &Invocation, creds: &Credentials) -> Result<String, RunError> {
-        runner::run(inv, creds)
+    fn run(
+        &self,
+        inv: &Invocation,
+        creds: &Credentials,
+        watch: &mut Watch<'_>,
+    ) -> Result<String, RunError> {
+        runner::run(inv, creds, watch)
     }
     fn run_split(
         &self,
         inv: &Invocation,
         creds: &Credentials,
+        watch: &mut Watch<'_>,
     ) -> Result<(String, String), RunError> {
-        runner::run_split(inv, creds)
+        runner::run_split(inv, creds, watch)
     }
-    fn start(&self, inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError> {
-        container::start(inv, creds)
+    fn start(
+        &self,
+        inv: &Invocation,
+        creds: &Credentials,
+        watch: &Watch<'_>,
+    ) -> Result<Helper, StartError> {
+        container::start(inv, creds, watch)
     }
 }
 

@@ -5,12 +5,14 @@
 //! `waitpid(WUNTRACED)` tells us so. Its namespaces, cwd and environment are then what
 //! every task of the step joins, and a SIGCONT lets it exit.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
-use super::runner::{self, Credentials, DetachedReport, Invocation, Running};
+use super::runner::{self, Credentials, DetachedReport, Invocation, Running, Watch};
 
 /// Why the helper did not reach its stop.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +25,20 @@ pub enum StartError {
     Failed { code: i32, log: String },
     #[error("container exited too soon")]
     TooSoon { log: String },
+    #[error("the container did not start within {} s and was stopped (an admin can raise the bound with the plugstack key {key})", limit.as_secs())]
+    Timeout {
+        limit: Duration,
+        key: &'static str,
+        log: String,
+    },
 }
 
 impl StartError {
     pub fn log(&self) -> Option<&str> {
         match self {
-            StartError::Failed { log, .. } | StartError::TooSoon { log } => Some(log),
+            StartError::Failed { log, .. }
+            | StartError::TooSoon { log }
+            | StartError::Timeout { log, .. } => Some(log),
             StartError::Spawn(e) => e.log(),
             StartError::Wait(_) => None,
         }
@@ -48,17 +58,41 @@ pub struct Helper {
 /// The helper runs as a grandchild (see [`runner::spawn_detached`]): pyxis forked it from
 /// the creator task, so once the task exec'd the user's program, the helper's exit
 /// delivered a SIGCHLD and left a zombie child the program never started (W13).
-pub fn start(inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError> {
+///
+/// The start (enroot's hooks, the image's entrypoint) is bounded by `watch.timeout`;
+/// past it the helper's process group is stopped like any overrunning command.
+pub fn start(
+    inv: &Invocation,
+    creds: &Credentials,
+    watch: &Watch<'_>,
+) -> Result<Helper, StartError> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StartError::Wait)?;
     let mut running: Running =
         runner::spawn_detached(inv, creds, &write).map_err(StartError::Spawn)?;
     drop(write);
+    let deadline = Instant::now() + watch.timeout;
     let mut buf = [0u8; DetachedReport::SIZE];
-    let got = read_full(&read, &mut buf);
+    let got = read_until(&read, &mut buf, deadline);
+    if got == Read::TimedOut {
+        let pid = buf
+            .first_chunk::<4>()
+            .map(|w| i32::from_ne_bytes(*w))
+            .unwrap_or(0);
+        if pid > 0 {
+            stop_group(Pid::from_raw(pid));
+        }
+        let _ = running.child.kill();
+        let _ = running.child.wait();
+        return Err(StartError::Timeout {
+            limit: watch.timeout,
+            key: watch.key,
+            log: running.read_log(),
+        });
+    }
     // The intermediate process exits right after reporting; reap it.
     let _ = running.child.wait();
-    if !got {
+    if got != Read::Full {
         return Err(StartError::Wait(nix::Error::EIO));
     }
     let report = DetachedReport::decode(&buf);
@@ -76,18 +110,48 @@ pub fn start(inv: &Invocation, creds: &Credentials) -> Result<Helper, StartError
     }
 }
 
-/// Reads exactly `buf.len()` bytes, retrying interrupted reads; false on early EOF.
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> bool {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Full,
+    Short,
+    TimedOut,
+}
+
+/// Reads exactly `buf.len()` bytes before `deadline`, retrying interrupted reads.
+fn read_until(fd: &OwnedFd, buf: &mut [u8], deadline: Instant) -> Read {
     let mut done = 0;
     while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Read::TimedOut;
+        }
+        let ms = u16::try_from(left.as_millis().clamp(1, 1000)).unwrap_or(1000);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return Read::Short,
+        }
         match nix::unistd::read(fd, rest) {
-            Ok(0) => return false,
+            Ok(0) => return Read::Short,
             Ok(n) => done += n,
             Err(nix::Error::EINTR) => continue,
-            Err(_) => return false,
+            Err(_) => return Read::Short,
         }
     }
-    true
+    Read::Full
+}
+
+/// SIGTERM, then SIGKILL after a grace period, to a helper's process group.
+fn stop_group(group: Pid) {
+    let _ = killpg(group, Signal::SIGTERM);
+    for _ in 0..250 {
+        if kill(group, None).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
 }
 
 /// Lets a stopped helper finish (`exit 0` after the stop).
@@ -128,6 +192,10 @@ mod tests {
         Credentials::current()
     }
 
+    fn bound() -> Watch<'static> {
+        Watch::new(Duration::from_secs(30), "command_timeout")
+    }
+
     fn sh(script: &str) -> Invocation {
         Invocation {
             program: "sh".into(),
@@ -144,7 +212,7 @@ mod tests {
 
     #[test]
     fn helper_stops_is_not_our_child_and_exits_on_release() {
-        let helper = start(&sh("echo starting; kill -STOP $$; exit 0"), &me()).unwrap();
+        let helper = start(&sh("echo starting; kill -STOP $$; exit 0"), &me(), &bound()).unwrap();
         assert_eq!(helper.log, "starting\n");
         assert_eq!(stat_field(helper.pid, 0).as_deref(), Some("T"));
         let ppid: u32 = stat_field(helper.pid, 1).unwrap().parse().unwrap();
@@ -165,6 +233,7 @@ mod tests {
         let err = start(
             &sh("echo '[ERROR] No such file or directory: x' >&2; exit 1"),
             &me(),
+            &bound(),
         )
         .unwrap_err();
         match err {
@@ -177,9 +246,36 @@ mod tests {
     }
 
     #[test]
+    fn a_start_that_never_stops_is_stopped_at_the_deadline() {
+        let marker = std::env::temp_dir().join(format!("pyxis-rs-start-{}", std::process::id()));
+        let script = format!("sleep 100 & echo $! > {}; wait", marker.display());
+        let started = Instant::now();
+        let err = start(
+            &sh(&script),
+            &me(),
+            &Watch::new(Duration::from_secs(1), "command_timeout"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StartError::Timeout { .. }), "{err:?}");
+        assert!(err.to_string().contains("command_timeout"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+        // the helper's whole process group went, the background sleep included
+        let pid = std::fs::read_to_string(&marker).unwrap().trim().to_owned();
+        let _ = std::fs::remove_file(&marker);
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            !matches!(
+                stat_field(pid.parse().unwrap(), 0).as_deref(),
+                Some("S" | "R" | "T")
+            )
+        });
+        assert!(gone, "sleep {pid} survived");
+    }
+
+    #[test]
     fn exit_zero_before_stopping_is_too_soon() {
         assert!(matches!(
-            start(&sh("exit 0"), &me()),
+            start(&sh("exit 0"), &me(), &bound()),
             Err(StartError::TooSoon { .. })
         ));
     }

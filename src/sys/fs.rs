@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -55,13 +56,10 @@ pub struct NameLock {
     lock: Option<HeldLock>,
 }
 
-/// How long a step waits for other steps using the same named container. Creating a
-/// large image can take minutes; this only bounds a hung holder.
-const NAME_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
-
 impl NameLock {
-    /// Takes `<dir>/<name>.lock` (created 0600, never through a symlink).
-    pub fn acquire(dir: &Path, name: &str) -> Result<NameLock, LockError> {
+    /// Takes `<dir>/<name>.lock` (created 0600, never through a symlink), waiting at
+    /// most `timeout` for the step that holds it (which creates a large image meanwhile).
+    pub fn acquire(dir: &Path, name: &str, timeout: Duration) -> Result<NameLock, LockError> {
         let dir_fd = nix::fcntl::open(
             dir,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -72,20 +70,20 @@ impl NameLock {
             source: e.into(),
         })?;
         let file = format!("{name}.lock");
-        let deadline = std::time::Instant::now() + NAME_LOCK_TIMEOUT;
+        let deadline = std::time::Instant::now() + timeout;
         let lock = lockfile::lock(
             dir_fd.as_fd(),
             dir,
             &file,
             LockKind::Exclusive,
             deadline,
-            NAME_LOCK_TIMEOUT,
+            timeout,
             &mut |_| {},
         )
         .map_err(|e| match e {
             LockFileError::Timeout { .. } => LockError::Timeout {
                 name: name.to_owned(),
-                secs: NAME_LOCK_TIMEOUT.as_secs(),
+                secs: timeout.as_secs(),
             },
             other => LockError::File(other),
         })?;
@@ -153,14 +151,14 @@ mod tests {
     fn name_lock_is_exclusive_and_released_on_drop() {
         let dir = std::env::temp_dir().join(format!("pyxis-rs-lock-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let held = NameLock::acquire(&dir, "pyxis_x").unwrap();
+        let held = NameLock::acquire(&dir, "pyxis_x", Duration::from_secs(5)).unwrap();
         // A second open file description cannot take it while held.
         let other = fs::File::open(dir.join("pyxis_x.lock")).unwrap();
         let busy = nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock);
         assert!(busy.is_err());
         drop(held);
         assert!(!dir.join("pyxis_x.lock").exists(), "lock file left behind");
-        NameLock::acquire(&dir, "pyxis_x").unwrap();
+        NameLock::acquire(&dir, "pyxis_x", Duration::from_secs(5)).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -179,7 +177,8 @@ mod tests {
             match unsafe { fork() }.unwrap() {
                 ForkResult::Child => {
                     let ok = (0..20).all(|_| {
-                        let Ok(_lock) = NameLock::acquire(&dir, "pyxis_c") else {
+                        let Ok(_lock) = NameLock::acquire(&dir, "pyxis_c", Duration::from_secs(60))
+                        else {
                             return false;
                         };
                         let n: u32 = fs::read_to_string(&counter).unwrap().parse().unwrap();

@@ -59,6 +59,8 @@ pub enum ShmError {
     Lock(#[source] std::io::Error),
     #[error("a previous task terminated unexpectedly during container setup")]
     OwnerDied,
+    #[error("timed out after {0} s waiting for the task that sets the container up")]
+    Timeout(u64),
 }
 
 /// The mapping; owned by slurmstepd, inherited by the tasks.
@@ -112,11 +114,17 @@ impl SharedStep {
         Ok(step)
     }
 
-    /// Takes the lock. A dead previous owner is reported once as [`ShmError::OwnerDied`]
-    /// (the state is marked consistent and failed, so every other task fails too).
-    pub fn lock(&self) -> Result<Guard<'_>, ShmError> {
+    /// Takes the lock, waiting at most `timeout` for a live owner (the creator task,
+    /// while it fetches and creates). A dead previous owner is reported once as
+    /// [`ShmError::OwnerDied`] (the state is marked consistent and failed, so every
+    /// other task fails too).
+    pub fn lock(&self, timeout: Duration) -> Result<Guard<'_>, ShmError> {
         let m = self.mutex();
+        let give_up = std::time::Instant::now() + timeout;
         loop {
+            if std::time::Instant::now() >= give_up {
+                return Err(ShmError::Timeout(timeout.as_secs()));
+            }
             let deadline = realtime_in(Duration::from_secs(1));
             // SAFETY: the mutex was initialised in create() and lives in the mapping.
             let rc = unsafe { libc::pthread_mutex_timedlock(m, &deadline) };
@@ -264,7 +272,7 @@ mod tests {
     fn first_task_creates_and_others_see_it() {
         let step = SharedStep::create().unwrap();
         {
-            let mut g = step.lock().unwrap();
+            let mut g = step.lock(Duration::from_secs(10)).unwrap();
             assert!(g.enter());
             assert_eq!(g.setup(), Setup::Pending);
             g.publish(Setup::Ready {
@@ -278,7 +286,7 @@ mod tests {
         // SAFETY: the child only uses the mapping and exits with _exit.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
-                let code = match step.lock() {
+                let code = match step.lock(Duration::from_secs(10)) {
                     Ok(mut g) => {
                         let ok = !g.enter()
                             && g.setup()
@@ -301,7 +309,7 @@ mod tests {
                 assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
             }
         }
-        assert_eq!(step.lock().unwrap().started(), 2);
+        assert_eq!(step.lock(Duration::from_secs(10)).unwrap().started(), 2);
         step.destroy();
     }
 
@@ -311,7 +319,7 @@ mod tests {
         // SAFETY: the child takes the lock and dies holding it.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
-                let g = step.lock();
+                let g = step.lock(Duration::from_secs(10));
                 std::mem::forget(g);
                 // SAFETY: exit without unlocking, like a killed task.
                 unsafe { libc::_exit(0) };
@@ -320,9 +328,12 @@ mod tests {
                 waitpid(child, None).unwrap();
             }
         }
-        assert!(matches!(step.lock(), Err(ShmError::OwnerDied)));
+        assert!(matches!(
+            step.lock(Duration::from_secs(10)),
+            Err(ShmError::OwnerDied)
+        ));
         // Consistent again afterwards, and the setup is marked failed.
-        let mut g = step.lock().unwrap();
+        let mut g = step.lock(Duration::from_secs(10)).unwrap();
         assert_eq!(g.setup(), Setup::Failed);
         drop(g);
         step.destroy();

@@ -16,7 +16,7 @@ use crate::state::Phase;
 use crate::sys::container::{Helper, StartError};
 use crate::sys::fs::FsError;
 use crate::sys::ns::{ContainerNamespaces, NsError};
-use crate::sys::runner::{Credentials, Invocation, RunError};
+use crate::sys::runner::{Credentials, Invocation, RunError, Watch};
 use crate::sys::seccomp::SeccompError;
 
 pub(super) struct FakeSlurm {
@@ -96,6 +96,8 @@ impl Slurm for FakeSlurm {
 #[derive(Default)]
 pub(super) struct FakeEnroot {
     pub(super) calls: RefCell<Vec<String>>,
+    /// The plugstack key bounding each call, in order.
+    pub(super) bounds: RefCell<Vec<&'static str>>,
     /// `list -f` answers, one per call (the last one repeats).
     pub(super) lists: RefCell<Vec<String>>,
     /// Subcommands (first argument) that fail.
@@ -168,14 +170,31 @@ impl FakeEnroot {
 }
 
 impl Enroot for FakeEnroot {
-    fn run(&self, inv: &Invocation, _: &Credentials) -> Result<String, RunError> {
+    fn run(
+        &self,
+        inv: &Invocation,
+        _: &Credentials,
+        watch: &mut Watch<'_>,
+    ) -> Result<String, RunError> {
+        self.bounds.borrow_mut().push(watch.key);
         self.record(inv)
     }
-    fn run_split(&self, inv: &Invocation, c: &Credentials) -> Result<(String, String), RunError> {
-        let log = self.run(inv, c)?;
+    fn run_split(
+        &self,
+        inv: &Invocation,
+        c: &Credentials,
+        watch: &mut Watch<'_>,
+    ) -> Result<(String, String), RunError> {
+        let log = self.run(inv, c, watch)?;
         Ok((format!("{}\n", self.importer_path), log))
     }
-    fn start(&self, inv: &Invocation, _: &Credentials) -> Result<Helper, StartError> {
+    fn start(
+        &self,
+        inv: &Invocation,
+        _: &Credentials,
+        watch: &Watch<'_>,
+    ) -> Result<Helper, StartError> {
+        self.bounds.borrow_mut().push(watch.key);
         self.record(inv).map_err(StartError::Spawn)?;
         Ok(Helper {
             pid: self.helper,

@@ -92,6 +92,16 @@ fn registry_import_goes_through_a_temporary_squashfs() {
         calls.get(1).unwrap(),
         "enroot create --force --name pyxis_42.3 <rt>/42.3.squashfs"
     );
+    // fetching and creating are long calls, starting and removing short ones
+    assert_eq!(
+        *node.enroot.bounds.borrow(),
+        vec![
+            "import_timeout",
+            "import_timeout",
+            "command_timeout",
+            "command_timeout"
+        ]
+    );
 }
 
 #[test]

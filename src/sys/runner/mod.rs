@@ -2,22 +2,32 @@
 //!
 //! Called from slurmstepd (`user_init` with euid = user, `task_exit` as root; both
 //! multithreaded processes) and from task processes (fully the user). So the child is
-//! set up only with async-signal-safe syscalls in one `pre_exec`: `oom_score_adj` reset,
-//! every inherited fd >= 3 marked close-on-exec, then setgroups (only when root) →
-//! setresgid → setresuid. `Command::uid/gid` are not used: they run first and would
-//! wipe the supplementary groups. argv and envp are built before the fork; nothing goes
-//! through a shell. stdout and stderr go to one in-memory log (memfd) that is printed only
-//! when something fails, as pyxis does.
+//! set up only with async-signal-safe syscalls in one `pre_exec` (`child.rs`):
+//! `oom_score_adj` reset, every inherited fd >= 3 marked close-on-exec, its own process
+//! group, then setgroups (only when root) → setresgid → setresuid. `Command::uid/gid`
+//! are not used: they run first and would wipe the supplementary groups. argv and envp
+//! are built before the fork; nothing goes through a shell. stdout and stderr go to one
+//! in-memory log (memfd) that is printed only when something fails, as pyxis does.
+//! Every wait has a deadline (`wait.rs`).
 #![allow(unsafe_code)]
+
+mod child;
+pub mod wait;
+
+pub use wait::{Progress, Watch};
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::unistd::{Gid, Pid};
+
+use child::ChildSetup;
+use wait::Stopped;
 
 /// Who the child runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,13 +101,25 @@ pub enum RunError {
         signal: i32,
         log: String,
     },
+    #[error("{program} did not finish within {} s and was stopped (an admin can raise the bound with the plugstack key {key})", limit.as_secs())]
+    Timeout {
+        program: String,
+        limit: std::time::Duration,
+        key: &'static str,
+        log: String,
+    },
+    #[error("{program} was stopped: the step is being cancelled")]
+    Cancelled { program: String, log: String },
 }
 
 impl RunError {
     /// The captured output of the failed command, if it ran.
     pub fn log(&self) -> Option<&str> {
         match self {
-            RunError::Exit { log, .. } | RunError::Signal { log, .. } => Some(log),
+            RunError::Exit { log, .. }
+            | RunError::Signal { log, .. }
+            | RunError::Timeout { log, .. }
+            | RunError::Cancelled { log, .. } => Some(log),
             _ => None,
         }
     }
@@ -118,15 +140,31 @@ impl Running {
         read_all(&mut self.log)
     }
 
-    /// Waits for the child and turns a non-zero status into an error carrying the log.
-    pub fn finish(mut self) -> Result<String, RunError> {
-        let pid = self.child.id();
-        let status = self
-            .child
-            .wait()
-            .map_err(|source| RunError::Wait { pid, source })?;
+    /// Waits for the child under `watch` and turns a non-zero status into an error
+    /// carrying the log.
+    pub fn finish(mut self, watch: &mut Watch<'_>) -> Result<String, RunError> {
+        let status = self.wait(watch)?;
         let log = self.read_log();
         status_result(&self.program, status, log)
+    }
+
+    fn wait(&mut self, watch: &mut Watch<'_>) -> Result<ExitStatus, RunError> {
+        let pid = self.child.id();
+        let log = &mut self.log;
+        let result = wait::wait(&mut self.child, watch, &mut || read_all(log));
+        result.map_err(|stopped| match stopped {
+            Stopped::Timeout(limit) => RunError::Timeout {
+                program: self.program.clone(),
+                limit,
+                key: watch.key,
+                log: read_all(&mut self.log),
+            },
+            Stopped::Cancelled => RunError::Cancelled {
+                program: self.program.clone(),
+                log: read_all(&mut self.log),
+            },
+            Stopped::Wait(source) => RunError::Wait { pid, source },
+        })
     }
 }
 
@@ -152,26 +190,34 @@ pub fn status_result(program: &str, status: ExitStatus, log: String) -> Result<S
     }
 }
 
-/// Runs `inv` to completion as `creds`; the result is the captured output.
-pub fn run(inv: &Invocation, creds: &Credentials) -> Result<String, RunError> {
-    spawn(inv, creds, &[])?.finish()
+/// Runs `inv` to completion as `creds` under `watch`; the result is the captured output.
+pub fn run(
+    inv: &Invocation,
+    creds: &Credentials,
+    watch: &mut Watch<'_>,
+) -> Result<String, RunError> {
+    spawn(inv, creds, &[])?.finish(watch)
 }
 
 /// Starts `inv` as `creds` with stdout+stderr captured. `keep_fds` are inherited by the
 /// child (everything else above stderr is closed at exec).
-pub fn spawn(inv: &Invocation, creds: &Credentials, keep_fds: &[i32]) -> Result<Running, RunError> {
+pub fn spawn(
+    inv: &Invocation,
+    creds: &Credentials,
+    keep_fds: &[BorrowedFd<'_>],
+) -> Result<Running, RunError> {
     spawn_with(inv, creds, keep_fds, None, false)
 }
 
 /// Runs `inv` to completion with stdout kept apart from the log (stderr): the importer
 /// protocol answers on stdout. Returns `(stdout, log)`.
-pub fn run_split(inv: &Invocation, creds: &Credentials) -> Result<(String, String), RunError> {
+pub fn run_split(
+    inv: &Invocation,
+    creds: &Credentials,
+    watch: &mut Watch<'_>,
+) -> Result<(String, String), RunError> {
     let mut running = spawn_with(inv, creds, &[], None, true)?;
-    let pid = running.child.id();
-    let status = running
-        .child
-        .wait()
-        .map_err(|source| RunError::Wait { pid, source })?;
+    let status = running.wait(watch)?;
     let stdout = running.stdout.as_mut().map(read_all).unwrap_or_default();
     let log = running.read_log();
     status_result(&running.program, status, log).map(|log| (stdout, log))
@@ -190,8 +236,9 @@ pub fn spawn_detached(
     spawn_with(inv, creds, &[], Some(report.as_raw_fd()), false)
 }
 
-/// What the intermediate process of [`spawn_detached`] writes: the grandchild's pid,
-/// then how it ended up (0 stopped, 1 exited with `value`, 2 killed by signal `value`).
+/// What the intermediate process of [`spawn_detached`] writes: the grandchild's pid at
+/// once, then how it ended up (0 stopped, 1 exited with `value`, 2 killed by signal
+/// `value`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DetachedReport {
     pub pid: i32,
@@ -219,7 +266,7 @@ impl DetachedReport {
 fn spawn_with(
     inv: &Invocation,
     creds: &Credentials,
-    keep_fds: &[i32],
+    keep_fds: &[BorrowedFd<'_>],
     detach_report: Option<i32>,
     split_stdout: bool,
 ) -> Result<Running, RunError> {
@@ -253,14 +300,15 @@ fn spawn_with(
     let child_setup = ChildSetup {
         uid: creds.uid,
         gid: creds.gid,
-        groups: creds.groups.clone(),
-        keep_fds: keep_fds.to_vec(),
+        groups: creds.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+        keep_fds: keep_fds.iter().map(AsRawFd::as_raw_fd).collect(),
         detach_report,
-        parent: i32::try_from(std::process::id()).unwrap_or(0),
+        parent: Pid::this(),
     };
     // SAFETY: the closure only makes async-signal-safe syscalls (open/write/close,
-    // close_range, fcntl, setgroups, setresgid, setresuid) on data prepared before the
-    // fork, and allocates nothing, so it is sound in the child of a multithreaded parent.
+    // close_range, fcntl, setpgid, setgroups, setresgid, setresuid, prctl, fork,
+    // waitpid) on data prepared before the fork, and allocates nothing, so it is sound
+    // in the child of a multithreaded parent.
     unsafe {
         cmd.pre_exec(move || child_setup.apply());
     }
@@ -277,132 +325,6 @@ fn spawn_with(
     })
 }
 
-/// Everything the child needs, owned before the fork.
-struct ChildSetup {
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-    keep_fds: Vec<i32>,
-    /// Write end of the report pipe of a detached start.
-    detach_report: Option<i32>,
-    /// Our pid, to detect a parent that died before `PR_SET_PDEATHSIG` took effect.
-    parent: i32,
-}
-
-impl ChildSetup {
-    /// Runs in the forked child before exec. Async-signal-safe syscalls only.
-    fn apply(&self) -> std::io::Result<()> {
-        // Slurm gives slurmstepd a very low OOM score; enroot should not inherit it.
-        // Best effort, as in pyxis.
-        // SAFETY: open/write/close on a static NUL-terminated path and a static buffer.
-        unsafe {
-            let fd = libc::open(
-                c"/proc/self/oom_score_adj".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            if fd >= 0 {
-                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
-        }
-        // Mark every fd >= 3 close-on-exec instead of closing it: the std error pipe
-        // (already CLOEXEC) must stay open until exec.
-        // SAFETY: close_range only changes fd flags of this (child) process.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::ENOSYS) && err.raw_os_error() != Some(libc::EINVAL)
-            {
-                return Err(err);
-            }
-        }
-        for fd in &self.keep_fds {
-            // SAFETY: clearing FD_CLOEXEC on an fd the parent owns and asked to pass on.
-            if unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        // SAFETY: plain credential syscalls; the group list was allocated before fork.
-        unsafe {
-            if libc::geteuid() == 0 && libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setresgid(self.gid, self.gid, self.gid) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setresuid(self.uid, self.uid, self.uid) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        if let Some(report) = self.detach_report {
-            self.detach(report)?;
-        } else {
-            // enroot dies with the process waiting for it (a task killed by scancel, as
-            // pyxis 0.24 forwarded SIGTERM). Set after the uid change, which clears it.
-            // SAFETY: prctl/getppid/kill are async-signal-safe and act on this process.
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                if libc::getppid() != self.parent {
-                    libc::kill(libc::getpid(), libc::SIGTERM);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Forks once more: the grandchild returns and execs; this process waits for it to
-    /// stop or end, writes a [`DetachedReport`] and exits without returning.
-    fn detach(&self, report: i32) -> std::io::Result<()> {
-        // SAFETY: fork is async-signal-safe; the child continues with the exec path.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if pid == 0 {
-            // SAFETY: the grandchild must not keep the report pipe open.
-            unsafe { libc::close(report) };
-            return Ok(());
-        }
-        let mut status: libc::c_int = 0;
-        let (kind, value) = loop {
-            // SAFETY: waiting for our own child; WUNTRACED reports its self-stop.
-            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
-            if rc == pid {
-                if libc::WIFSTOPPED(status) {
-                    break (0, libc::WSTOPSIG(status));
-                } else if libc::WIFEXITED(status) {
-                    break (1, libc::WEXITSTATUS(status));
-                } else if libc::WIFSIGNALED(status) {
-                    break (2, libc::WTERMSIG(status));
-                }
-            } else if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
-            {
-                break (2, 0);
-            }
-        };
-        let mut buf = [0u8; DetachedReport::SIZE];
-        for (i, word) in [pid, kind, value].iter().enumerate() {
-            if let Some(slot) = buf.get_mut(i * 4..i * 4 + 4) {
-                slot.copy_from_slice(&word.to_ne_bytes());
-            }
-        }
-        // SAFETY: write to the inherited pipe, then leave without running any Rust
-        // code of the parent image (no destructors, no return into std's exec path).
-        unsafe {
-            let _ = libc::write(report, buf.as_ptr().cast(), buf.len());
-            libc::_exit(0);
-        }
-    }
-}
-
 fn read_all(f: &mut File) -> String {
     let mut buf = Vec::new();
     if f.seek(SeekFrom::Start(0)).is_ok() {
@@ -414,9 +336,14 @@ fn read_all(f: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     fn me() -> Credentials {
         Credentials::current()
+    }
+
+    fn bound() -> Watch<'static> {
+        Watch::new(std::time::Duration::from_secs(30), "command_timeout")
     }
 
     fn inv(program: &str, args: &[&str]) -> Invocation {
@@ -432,13 +359,18 @@ mod tests {
 
     #[test]
     fn captures_stdout_and_stderr_in_one_log() {
-        let out = run(&inv("sh", &["-c", "echo out; echo err >&2"]), &me()).unwrap();
+        let out = run(
+            &inv("sh", &["-c", "echo out; echo err >&2"]),
+            &me(),
+            &mut bound(),
+        )
+        .unwrap();
         assert_eq!(out, "out\nerr\n");
     }
 
     #[test]
     fn environment_is_exactly_the_given_one() {
-        let out = run(&inv("env", &[]), &me()).unwrap();
+        let out = run(&inv("env", &[]), &me(), &mut bound()).unwrap();
         let mut lines: Vec<_> = out.lines().collect();
         lines.sort();
         assert_eq!(lines, vec!["ONLY=this", "PATH=/usr/bin:/bin"]);
@@ -449,6 +381,7 @@ mod tests {
         let err = run(
             &inv("sh", &["-c", "echo '[ERROR] nope' >&2; exit 3"]),
             &me(),
+            &mut bound(),
         )
         .unwrap_err();
         match err {
@@ -465,7 +398,7 @@ mod tests {
         let f = File::open("/proc/self/status").unwrap();
         let fd = f.as_raw_fd();
         let script = format!("cat; test -e /proc/self/fd/{fd} && echo leaked || echo closed");
-        let out = run(&inv("sh", &["-c", &script]), &me()).unwrap();
+        let out = run(&inv("sh", &["-c", &script]), &me(), &mut bound()).unwrap();
         assert_eq!(out, "closed\n");
     }
 
@@ -474,16 +407,93 @@ mod tests {
         let f = File::open("/proc/self/status").unwrap();
         let fd = f.as_raw_fd();
         let script = format!("test -e /proc/self/fd/{fd} && echo kept");
-        let out = spawn(&inv("sh", &["-c", &script]), &me(), &[fd])
+        let out = spawn(&inv("sh", &["-c", &script]), &me(), &[f.as_fd()])
             .unwrap()
-            .finish()
+            .finish(&mut bound())
             .unwrap();
         assert_eq!(out, "kept\n");
     }
 
     #[test]
+    fn a_command_past_its_deadline_is_stopped_with_its_group() {
+        let marker = std::env::temp_dir().join(format!("pyxis-rs-run-{}", std::process::id()));
+        let script = format!(
+            "echo '[INFO] Downloading 3 missing layers...' >&2; sleep 100 & echo $! > {}; wait",
+            marker.display()
+        );
+        let mut seen = Vec::new();
+        let mut progress = |p: &Progress| seen.push(p.clone());
+        let started = std::time::Instant::now();
+        let err = run(
+            &inv("sh", &["-c", &script]),
+            &me(),
+            &mut Watch::new(std::time::Duration::from_secs(6), "import_timeout")
+                .with_progress(&mut progress),
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        match &err {
+            RunError::Timeout { limit, key, .. } => {
+                assert_eq!((limit.as_secs(), *key), (6, "import_timeout"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            err.to_string().contains("plugstack key import_timeout"),
+            "{err}"
+        );
+        // one progress report (at 5 s), with the command's last line
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(
+            seen[0].last_line.as_deref(),
+            Some("[INFO] Downloading 3 missing layers...")
+        );
+        let pid = std::fs::read_to_string(&marker).unwrap().trim().to_owned();
+        let _ = std::fs::remove_file(&marker);
+        let alive = || {
+            std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z")
+        };
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            !alive()
+        });
+        assert!(gone, "the background sleep {pid} survived");
+    }
+
+    #[test]
+    #[allow(unsafe_code)] // fork, to block SIGTERM in a child of its own
+    fn a_pending_sigterm_cancels_the_command() {
+        use nix::sys::signal::{raise, sigprocmask, SigSet, SigmaskHow, Signal};
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::{fork, ForkResult};
+        // SAFETY: the child only blocks a signal, runs one command and _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let mut set = SigSet::empty();
+                set.add(Signal::SIGTERM);
+                let ok = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_ok()
+                    && raise(Signal::SIGTERM).is_ok()
+                    && matches!(
+                        run(&inv("sleep", &["30"]), &me(), &mut bound()),
+                        Err(RunError::Cancelled { .. })
+                    );
+                // SAFETY: leave the forked test child without unwinding.
+                unsafe { libc::_exit(i32::from(!ok)) };
+            }
+            ForkResult::Parent { child } => {
+                let started = std::time::Instant::now();
+                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+                assert!(started.elapsed() < std::time::Duration::from_secs(15));
+            }
+        }
+    }
+
+    #[test]
     fn missing_program_is_a_spawn_error() {
-        let err = run(&inv("/nonexistent/enroot", &[]), &me()).unwrap_err();
+        let err = run(&inv("/nonexistent/enroot", &[]), &me(), &mut bound()).unwrap_err();
         assert!(matches!(err, RunError::Spawn { .. }), "{err:?}");
     }
 }
