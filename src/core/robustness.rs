@@ -1,11 +1,14 @@
-//! Randomised robustness tests of every parser of user-supplied strings.
+//! Property tests of every parser of user-supplied strings (proptest).
 //!
 //! These parsers run inside root-owned slurmstepd, so a panic or a malformed result is
-//! a crashed step or worse. A fuzzer would need a nightly toolchain; instead each parser
-//! gets a few thousand deterministic pseudo-random inputs built from the characters that
-//! matter to it (separators, quotes, shell metacharacters, whitespace, non-ASCII) and is
-//! checked for the invariants its callers rely on.
+//! a crashed step or worse. Each parser gets thousands of generated inputs built from
+//! the pieces that matter to it (separators, quotes, shell metacharacters, whitespace,
+//! non-ASCII) and is checked for the invariants its callers rely on; proptest shrinks a
+//! failure to a minimal input. The coverage-guided fuzz targets in `tests/fuzz` go
+//! further on the same parsers.
 #![cfg(test)]
+
+use proptest::prelude::*;
 
 use super::args::{Args, OptionId};
 use super::conf_script::ConfScript;
@@ -13,30 +16,6 @@ use super::config::parse_config;
 use super::list::find_container;
 use super::mount::parse_mounts;
 
-/// xorshift64*: small, deterministic, good enough to spread inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % (n as u64)).unwrap()
-    }
-
-    /// A string of up to `max` pieces drawn from `alphabet`.
-    fn string(&mut self, alphabet: &[&str], max: usize) -> String {
-        (0..self.below(max + 1))
-            .map(|_| alphabet[self.below(alphabet.len())])
-            .collect()
-    }
-}
-
-const ITERATIONS: usize = 4000;
 const PIECES: &[&str] = &[
     "/",
     ".",
@@ -68,11 +47,23 @@ const PIECES: &[&str] = &[
     "*",
 ];
 
+/// A string of up to `max` pieces drawn from `alphabet`.
+fn pieces(alphabet: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(alphabet), 0..=max).prop_map(|v| v.concat())
+}
+
+fn cases() -> ProptestConfig {
+    ProptestConfig {
+        cases: 4000,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+#![proptest_config(cases())]
+
 #[test]
-fn mount_parsing_never_panics_and_yields_three_field_fstab_lines() {
-    let mut rng = Rng(0x5eed_0001);
-    for _ in 0..ITERATIONS {
-        let arg = rng.string(PIECES, 12);
+fn mount_parsing_never_panics_and_yields_three_field_fstab_lines(arg in pieces(PIECES, 12)) {
         if let Ok(entries) = parse_mounts(&arg) {
             for e in &entries {
                 assert!(
@@ -90,16 +81,12 @@ fn mount_parsing_never_panics_and_yields_three_field_fstab_lines() {
                 }
             }
         }
-    }
 }
 
 #[test]
-fn rendered_conf_scripts_quote_everything_from_users() {
-    let mut rng = Rng(0x5eed_0002);
-    for _ in 0..ITERATIONS {
-        let arg = rng.string(PIECES, 10);
+fn rendered_conf_scripts_quote_everything_from_users(arg in pieces(PIECES, 10)) {
         let Ok(mounts) = parse_mounts(&arg) else {
-            continue;
+            return Ok(());
         };
         let Ok(script) = (ConfScript {
             mounts: mounts.clone(),
@@ -107,7 +94,7 @@ fn rendered_conf_scripts_quote_everything_from_users() {
             env_names: vec![],
         })
         .render() else {
-            continue;
+            return Ok(());
         };
         // Every user byte sits inside single quotes: no line may contain an unquoted
         // `$`, backtick or `;` outside the quoted literal.
@@ -122,23 +109,18 @@ fn rendered_conf_scripts_quote_everything_from_users() {
             // '\'' sequence.
             assert!(!inner.replace("'\\''", "").contains('\''), "{line:?}");
         }
-    }
 }
 
 #[test]
-fn option_parsing_never_panics() {
-    let mut rng = Rng(0x5eed_0003);
-    for _ in 0..ITERATIONS {
+fn option_parsing_never_panics(
+    opts in prop::collection::vec(
+        (prop::sample::select(OptionId::ALL.as_slice()), prop::option::weighted(0.75, pieces(PIECES, 8))),
+        0..4,
+    )
+) {
         let mut args = Args::default();
-        for _ in 0..rng.below(4) {
-            let id = OptionId::ALL[rng.below(OptionId::ALL.len())];
-            let value = rng.string(PIECES, 8);
-            let arg = if rng.below(4) == 0 {
-                None
-            } else {
-                Some(value.as_str())
-            };
-            let _ = args.apply(id, arg);
+        for (id, value) in &opts {
+            let _ = args.apply(*id, value.as_deref());
         }
         let _ = args.enabled();
         let _ = args.ignored_option_warnings();
@@ -155,38 +137,40 @@ fn option_parsing_never_panics() {
                 "{n:?}"
             );
         }
-    }
 }
 
 #[test]
-fn config_and_list_parsing_never_panic() {
-    let mut rng = Rng(0x5eed_0004);
-    let keys = [
-        "runtime_path=",
-        "execute_entrypoint=",
-        "container_scope=",
-        "sbatch_support=",
-        "importer=",
-        "x",
-    ];
-    for _ in 0..ITERATIONS {
-        let argv: Vec<String> = (0..rng.below(4))
-            .map(|_| format!("{}{}", keys[rng.below(keys.len())], rng.string(PIECES, 6)))
-            .collect();
+fn config_and_list_parsing_never_panic(
+    argv in prop::collection::vec((prop::sample::select(CONFIG_KEYS), pieces(PIECES, 6)), 0..4),
+    listing in pieces(LISTING, 12),
+) {
+        let argv: Vec<String> = argv.iter().map(|(k, v)| format!("{k}{v}")).collect();
         let _ = parse_config(&argv);
-        let listing = rng.string(
-            &[
-                "NAME PID\n",
-                "pyxis_a",
-                " ",
-                "12",
-                "\n",
-                "x",
-                "[WARN] w\n",
-                "99999999999999999999",
-            ],
-            12,
-        );
         let _ = find_container(&listing, "pyxis_a");
-    }
 }
+}
+
+const CONFIG_KEYS: &[&str] = &[
+    "runtime_path=",
+    "execute_entrypoint=",
+    "container_scope=",
+    "sbatch_support=",
+    "importer=",
+    "use_squashfuse=",
+    "image_cache_path=",
+    "image_cache_size=",
+    "command_timeout=",
+    "import_timeout=",
+    "x",
+];
+
+const LISTING: &[&str] = &[
+    "NAME PID\n",
+    "pyxis_a",
+    " ",
+    "12",
+    "\n",
+    "x",
+    "[WARN] w\n",
+    "99999999999999999999",
+];

@@ -111,7 +111,9 @@ refute_collisions() {
     new_name cc-wait
     # play the other step: hold the per-name lock pyxis keeps in the runtime directory (W2)
     lock="$(runtime_dir)/pyxis_$CNAME.lock"
-    [ -d "$(runtime_dir)" ] || skip "no runtime directory yet"
+    # the plugin makes the runtime directory on the user's first container step
+    [ -d "$(runtime_dir)" ] || run_srun --container-image="$PXT_IMAGE" true
+    [ -d "$(runtime_dir)" ]
     # one process that holds the lock and dies with it: the subshell becomes `sleep`
     (exec 9>>"$lock" 3>&- && flock 9 && exec sleep 120) &
     holder=$!
