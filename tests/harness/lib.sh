@@ -169,11 +169,26 @@ as_user() {
         PATH="$PXT_DAEMON_PATH" LANG=C.UTF-8 "${envs[@]}" "$@")
 }
 
+# close_inherited_fds: close every file descriptor above 2 of the current (sub)shell. A
+# daemon started from the harness must keep none of its caller's descriptors: run under
+# `flock /run/pyxis-host-cluster.lock ...`, munged and docker-registry kept the lock's
+# descriptor and so held the shared cluster lock for as long as they ran (and under bats,
+# fd 3 kept open by a daemon makes bats wait forever).
+close_inherited_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        case "$fd" in 0 | 1 | 2 | *[!0-9]*) continue ;; esac
+        eval "exec $fd>&-" 2>/dev/null || true
+    done
+}
+
 # daemon_run CMD...: run a daemon's start command with a clean environment from /,
 # so that slurmd (and through it slurmstepd, enroot and the plugin) sees the
-# PATH a packaged Slurm would have, whatever shell started the harness.
+# PATH a packaged Slurm would have, whatever shell started the harness; no descriptor
+# of the caller but stdin/stdout/stderr reaches it (close_inherited_fds).
 daemon_run() {
-    (cd / && env -i PATH="$PXT_DAEMON_PATH" LANG=C.UTF-8 "$@")
+    (cd / && close_inherited_fds && exec env -i PATH="$PXT_DAEMON_PATH" LANG=C.UTF-8 "$@")
 }
 
 install -d -m 0755 "$PXT_STATE" "$PXT_LOG"

@@ -100,9 +100,13 @@ EOF
         ok "registry already up on http://$ADDR"
         return 0
     fi
-    # the sh records its own pid, then execs (same pid) into setpriv -> docker-registry
-    sh -c 'echo $$ > "$1"; exec setpriv --reuid=docker-registry --regid=docker-registry --init-groups -- "$2" serve "$3"' \
-        sh "$REG_PID" "$REG_BIN" "$REG_CONF" </dev/null >>"$PXT_LOG/registry.log" 2>&1 &
+    # the sh records its own pid, then execs (same pid) into setpriv -> docker-registry;
+    # it keeps no descriptor of ours (the cluster lock's, see close_inherited_fds)
+    (
+        close_inherited_fds
+        exec sh -c 'echo $$ > "$1"; exec setpriv --reuid=docker-registry --regid=docker-registry --init-groups -- "$2" serve "$3"' \
+            sh "$REG_PID" "$REG_BIN" "$REG_CONF" </dev/null >>"$PXT_LOG/registry.log" 2>&1
+    ) &
     wait_for 20 registry curl -fsS "http://$ADDR/v2/" \
         || { tail -20 "$PXT_LOG/registry.log" >&2; die "registry did not answer on http://$ADDR/v2/"; }
     ok "registry up on http://$ADDR (pid $(pid_of "$REG_PID" "$REG_BIN"))"
