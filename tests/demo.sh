@@ -6,6 +6,9 @@
 #
 #   tests/demo.sh
 #   ENROOT=/usr/local/bin/enroot tests/demo.sh     (with a real enroot installed by hand)
+#   PXT_NODES=3 tests/demo.sh                      on 3 namespaced nodes (tests/harness/cluster.sh),
+#                                                  with a 3-node step; the single-node cluster is
+#                                                  brought back at the end
 # shellcheck source=tests/harness/lib.sh
 . "$(dirname "$0")/harness/lib.sh"
 need_root
@@ -33,13 +36,24 @@ show() { # run a command as the test user, echoing it first; keep going on failu
 }
 
 echo
-echo "== pyxis-rs demo: $(srun --version) on $(hostname -s), plugin $(grep -Ev '^[[:space:]]*(#|$)' "$SLURM_ETC/plugstack.conf.d/pyxis.conf" | head -n 1)"
+echo "== pyxis-rs demo: $(srun --version) on $(pxt_node_names | paste -sd, -) ($(hostname -s)), plugin $(grep -Ev '^[[:space:]]*(#|$)' "$SLURM_ETC/plugstack.conf.d/pyxis.conf" | head -n 1)"
 echo "== enroot used by the plugin: $enroot_said"
 show srun --container-image="$IMAGE" grep PRETTY /etc/os-release
 # shellcheck disable=SC2016  # expanded by the container's shell, per task
 show srun -n 4 --container-image="$IMAGE" sh -c 'echo task $SLURM_PROCID in $(readlink /proc/self/ns/mnt)'
+if [ "$PXT_NODES" -gt 1 ]; then
+    # one container per node, shared by that node's tasks
+    # shellcheck disable=SC2016
+    show srun -N "$PXT_NODES" -n $((2 * PXT_NODES)) --container-image="$IMAGE" \
+        sh -c 'echo task $SLURM_PROCID on $(hostname) in $(readlink /proc/self/ns/mnt)'
+fi
 # shellcheck disable=SC2016
 show srun sh -c 'echo and the host itself is in $(readlink /proc/self/ns/mnt)'
+if [ "$PXT_NODES" -gt 1 ]; then
+    echo
+    echo "== bringing the single-node cluster back (PXT_NODES=1 tests/harness/up.sh)"
+    PXT_NODES=1 "$PXT_HARNESS/up.sh" >/dev/null 2>&1 || { echo "(restoring the single-node cluster failed)"; failed=$((failed + 1)); }
+fi
 echo
 if [ "$failed" -eq 0 ]; then
     echo "== done: every step ran; enroot was $enroot_said"

@@ -17,6 +17,9 @@
 #   4. the integration suites in tests/integration/*.bats as the unprivileged test
 #      user through real srun/sbatch/salloc; config.bats and root_*.bats (they rewrite
 #      plugstack.conf) as root
+#   5. the multi-node stage: the cluster brought up with PXT_NODES=$PXT_MULTINODE_NODES (3)
+#      namespaced nodes, multinode.bats (user) and root_multinode.bats (root) on it, then the
+#      single-node cluster restored. PXT_MULTINODE_NODES=0 leaves the stage out.
 #
 # Prints a summary and ends with "N passed, N failed, N skipped"; exits non-zero
 # on any failure, after printing the tail of the Slurm daemon logs.
@@ -128,23 +131,40 @@ if [ -n "$up_ok" ]; then
         scancel -u "$PXT_USER" || true
         sleep 2
     fi
-    # suites that rewrite plugstack.conf run as root: config.bats and root_*.bats
+    # suites that rewrite plugstack.conf run as root: config.bats and root_*.bats;
+    # *multinode*.bats need the multi-node cluster: they run in stage 5
     is_root_suite() { case "$1" in config.bats | root_*.bats) return 0 ;; *) return 1 ;; esac; }
-    user_suites=() root_suites=()
+    is_mn_suite() { case "$1" in *multinode*.bats) return 0 ;; *) return 1 ;; esac; }
+    suites=() user_suites=() root_suites=() mn_user_suites=() mn_root_suites=()
     if [ $# -gt 0 ]; then
         for f in "$@"; do
             f=$(basename "$f")
             [ -f "$SUITE_DIR/$f" ] || die "no suite tests/integration/$f"
-            if is_root_suite "$f"; then root_suites+=("$f"); else user_suites+=("$f"); fi
+            suites+=("$f")
         done
     else
-        for f in "$SUITE_DIR"/*.bats; do
-            f=$(basename "$f")
-            if is_root_suite "$f"; then root_suites+=("$f"); else user_suites+=("$f"); fi
-        done
+        for f in "$SUITE_DIR"/*.bats; do suites+=("$(basename "$f")"); done
     fi
+    for f in "${suites[@]}"; do
+        if is_mn_suite "$f"; then
+            if is_root_suite "$f"; then mn_root_suites+=("$f"); else mn_user_suites+=("$f"); fi
+        elif is_root_suite "$f"; then root_suites+=("$f"); else user_suites+=("$f"); fi
+    done
     if [ "${#user_suites[@]}" -gt 0 ]; then bats_suite user yes "${user_suites[@]}"; fi
     if [ "${#root_suites[@]}" -gt 0 ]; then bats_suite root no "${root_suites[@]}"; fi
+
+    # ------------------------------------------------------------ 5. multi-node stage
+    : "${PXT_MULTINODE_NODES:=3}"
+    if [ $((${#mn_user_suites[@]} + ${#mn_root_suites[@]})) -gt 0 ]; then
+        if [ "$PXT_MULTINODE_NODES" = 0 ]; then
+            record skip "multi-node stage" "PXT_MULTINODE_NODES=0"
+        elif PXT_NODES=$PXT_MULTINODE_NODES step harness-multinode "$PXT_HARNESS/up.sh"; then
+            if [ "${#mn_user_suites[@]}" -gt 0 ]; then bats_suite multinode yes "${mn_user_suites[@]}"; fi
+            if [ "${#mn_root_suites[@]}" -gt 0 ]; then bats_suite multinode-root no "${mn_root_suites[@]}"; fi
+        fi
+        # later stages and other users of this host expect the single-node cluster
+        PXT_NODES=1 step harness-single-node "$PXT_HARNESS/up.sh" || true
+    fi
 else
     record fail "integration suites" "not run: the test environment did not come up"
 fi
@@ -157,7 +177,7 @@ if [ -s "$RUN_LOG/failed-tests.txt" ]; then
     cat "$RUN_LOG/failed-tests.txt"
 fi
 if [ "$FAIL" -ne 0 ]; then
-    for l in /var/log/slurm/slurmd.log /var/log/slurm/slurmctld.log; do
+    for l in /var/log/slurm/slurmd.log /var/log/slurm/slurmd-node*.log /var/log/slurm/slurmctld.log; do
         if [ -r "$l" ]; then banner "tail -n 40 $l"; tail -n 40 "$l"; fi
     done
 fi

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# A throwaway single-node Slurm 22.05 cluster from Debian packages on this host:
-# munged + slurmctld + slurmd, plus the unprivileged test user. The node
-# advertises PXT_CPUS CPUs (8 by default, on a 2-core machine) and the
-# partition is OverSubscribe=YES, so that multi-task steps and concurrent jobs
-# fit.
+# A throwaway Slurm 22.05 cluster from Debian packages on this host: munged +
+# slurmctld + slurmd(s), plus the unprivileged test user. Every node advertises
+# PXT_CPUS CPUs (8 by default, on a 2-core machine) and the partition is
+# OverSubscribe=YES, so that multi-task steps and concurrent jobs fit.
+#
+# PXT_NODES=1 (default): one slurmd on the host itself, node name = hostname -s.
+# PXT_NODES=N (N > 1):   N compute nodes node1..nodeN, each a slurmd (`slurmd -N nodeI`,
+#                        its own Port 6830+I on 127.0.0.1) started by node-ns.sh in its own
+#                        mount and UTS namespace: own hostname, /tmp, /run, /dev/shm (and so
+#                        enroot data/runtime directories), freezer cgroup. The host's slurmd
+#                        is stopped meanwhile; `PXT_NODES=1 cluster.sh up` brings it back.
 #
 #   tests/harness/cluster.sh up              start what is not running; restart what runs
 #                                            with an outdated configuration (idempotent, fast
@@ -12,7 +18,7 @@
 #   tests/harness/cluster.sh restart-slurmd  restart slurmd (it loads plugstack.conf at start)
 #   tests/harness/cluster.sh status
 #
-# Environment: PXT_CPUS (8), PXT_REALMEM_MB (16000), PXT_PROCTRACK (auto|linuxproc|cgroup;
+# Environment: PXT_NODES (1), PXT_CPUS (8), PXT_REALMEM_MB (16000), PXT_PROCTRACK (auto|linuxproc|cgroup;
 # auto = proctrack/cgroup when the cgroup v1 freezer hierarchy is mounted, else linuxproc),
 # PXT_SLURMD_DEBUG (info).
 # shellcheck source=tests/harness/lib.sh
@@ -24,16 +30,36 @@ need_root
 : "${PXT_PROCTRACK:=auto}"
 : "${PXT_SLURMD_DEBUG:=info}"
 : "${PXT_PARTITION:=debug}"
-NODE=$(hostname -s)
+HOST=$(hostname -s)
 SLURMCTLD=/usr/sbin/slurmctld
 SLURMD=/usr/sbin/slurmd
 MUNGED=/usr/sbin/munged
 CTLD_PID=/run/slurm/slurmctld.pid
-SLURMD_PID=/run/slurm/slurmd.pid
 MUNGE_PID=/run/munge/munged.pid
+NODES_FILE=$PXT_STATE/cluster-nodes
+case "$PXT_NODES" in ''|*[!0-9]*|0) die "PXT_NODES must be a positive number (got '$PXT_NODES')" ;; esac
+[ "$PXT_NODES" -le 16 ] || die "PXT_NODES=$PXT_NODES: at most 16 nodes on one machine"
+if [ "$PXT_NODES" -eq 1 ]; then
+    NODES=("$HOST")
+else
+    NODES=()
+    for i in $(seq 1 "$PXT_NODES"); do NODES+=("node$i"); done
+fi
+
+# every slurmd this harness may have started: the configured nodes, the host's own, and
+# namespaced nodes of an earlier multi-node configuration
+known_nodes() {
+    local d
+    printf '%s\n' "${NODES[@]}" "$HOST"
+    for d in "$PXT_NODE_DIR"/node*; do [ -d "$d" ] && basename "$d"; done
+    return 0
+}
+
+stop_slurmd() { stop_pidfile "$(slurmd_pidfile "$1")" "$SLURMD" "slurmd $1"; }
 
 stop_all() {
-    stop_pidfile "$SLURMD_PID" "$SLURMD" slurmd
+    local n
+    for n in $(known_nodes | sort -u); do stop_slurmd "$n"; done
     stop_pidfile "$CTLD_PID" "$SLURMCTLD" slurmctld
     stop_pidfile "$MUNGE_PID" "$MUNGED" munged
 }
@@ -89,8 +115,12 @@ write_conf() {
     install -d -m 0755 "$SLURM_ETC" "$SLURM_ETC/plugstack.conf.d"
     install -d -o slurm -g slurm -m 0755 /run/slurm /var/log/slurm /var/lib/slurm /var/lib/slurm/slurmctld
     install -d -o root -g root -m 0755 /var/lib/slurm/slurmd
-    # slurmctld and slurmd look the node name up; nothing else may answer for it
-    getent hosts "$NODE" >/dev/null || echo "127.0.0.1 $NODE # pyxis-rs-test: node name" >> /etc/hosts
+    # slurmctld and slurmd look the node names up; nothing else may answer for them
+    local n
+    for n in "$HOST" "${NODES[@]}"; do
+        getent hosts "$n" >/dev/null || echo "127.0.0.1 $n # pyxis-rs-test: node name" >> /etc/hosts
+        getent hosts "$n" | grep -q '^127\.0\.0\.1' || die "$n does not resolve to 127.0.0.1 (/etc/hosts)"
+    done
     local proctrack=$PXT_PROCTRACK
     if [ "$proctrack" = auto ]; then
         # proctrack/cgroup (cgroup v1) finds every process of a step, including enroot's
@@ -98,11 +128,27 @@ write_conf() {
         if mountpoint -q /sys/fs/cgroup/freezer; then proctrack=cgroup; else proctrack=linuxproc; fi
     fi
     case "$proctrack" in linuxproc|cgroup) ;; *) die "PXT_PROCTRACK must be auto, linuxproc or cgroup" ;; esac
+    # the single node keeps Debian's paths; namespaced nodes get their own (%n = NodeName)
+    local pidfile=/run/slurm/slurmd.pid spool=/var/lib/slurm/slurmd log=/var/log/slurm/slurmd.log
+    local nodelines partnodes
+    if [ "${#NODES[@]}" -eq 1 ]; then
+        nodelines="NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${PXT_CPUS} Sockets=1 CoresPerSocket=${PXT_CPUS} ThreadsPerCore=1 RealMemory=${PXT_REALMEM_MB} State=UNKNOWN"
+        partnodes=$HOST
+    else
+        pidfile="$PXT_NODE_DIR/%n/slurmd.pid" spool=/var/lib/slurm/slurmd-%n log=/var/log/slurm/slurmd-%n.log
+        nodelines=$(for i in "${!NODES[@]}"; do
+            printf 'NodeName=%s NodeHostname=%s NodeAddr=127.0.0.1 Port=%s CPUs=%s Sockets=1 CoresPerSocket=%s ThreadsPerCore=1 RealMemory=%s State=UNKNOWN\n' \
+                "${NODES[$i]}" "${NODES[$i]}" $((6831 + i)) "$PXT_CPUS" "$PXT_CPUS" "$PXT_REALMEM_MB"
+        done)
+        partnodes="node[1-${#NODES[@]}]"
+    fi
+    local what="one node"
+    [ "${#NODES[@]}" -eq 1 ] || what="${#NODES[@]} nodes"
     local tmp; tmp=$(mktemp)
     cat > "$tmp" <<EOF
-# Written by tests/harness/cluster.sh (pyxis-rs test cluster, one node). Re-run it instead of editing.
+# Written by tests/harness/cluster.sh (pyxis-rs test cluster, ${what}). Re-run it instead of editing.
 ClusterName=pyxisrs
-SlurmctldHost=${NODE}(127.0.0.1)
+SlurmctldHost=${HOST}(127.0.0.1)
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
@@ -112,13 +158,13 @@ ProctrackType=proctrack/${proctrack}
 TaskPlugin=task/none
 ReturnToService=2
 SlurmctldPidFile=${CTLD_PID}
-SlurmdPidFile=${SLURMD_PID}
+SlurmdPidFile=${pidfile}
 SlurmctldPort=6817
 SlurmdPort=6818
-SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmdSpoolDir=${spool}
 StateSaveLocation=/var/lib/slurm/slurmctld
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=${log}
 SlurmctldDebug=info
 SlurmdDebug=${PXT_SLURMD_DEBUG}
 SchedulerType=sched/backfill
@@ -136,8 +182,8 @@ MinJobAge=30
 Waittime=0
 MessageTimeout=30
 SlurmdTimeout=300
-NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${PXT_CPUS} Sockets=1 CoresPerSocket=${PXT_CPUS} ThreadsPerCore=1 RealMemory=${PXT_REALMEM_MB} State=UNKNOWN
-PartitionName=${PXT_PARTITION} Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+${nodelines}
+PartitionName=${PXT_PARTITION} Nodes=${partnodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
     install_if_changed "$tmp" "$SLURM_ETC/slurm.conf"
     if [ "$proctrack" = cgroup ]; then
@@ -155,11 +201,12 @@ EOF
     fi
     chmod 0644 "$SLURM_ETC/plugstack.conf"
     if [ "$CONF_CHANGED" = 1 ]; then
-        ok "slurm.conf written (node ${NODE}, CPUs=${PXT_CPUS}, proctrack/${proctrack})"
+        ok "slurm.conf written (node(s) ${NODES[*]}, CPUs=${PXT_CPUS} each, proctrack/${proctrack})"
     fi
+    PROCTRACK=$proctrack
 }
 
-node_state() { sinfo -h -n "$NODE" -o '%T' 2>/dev/null | head -1; }
+node_state() { sinfo -h -n "$1" -o '%T' 2>/dev/null | head -1; }
 
 start_slurmctld() {
     if [ "$CONF_CHANGED" = 0 ] && pid_of "$CTLD_PID" "$SLURMCTLD" >/dev/null && scontrol ping 2>/dev/null | grep -q 'is UP'; then
@@ -172,52 +219,90 @@ start_slurmctld() {
     ok "slurmctld up (pid $(pid_of "$CTLD_PID" "$SLURMCTLD"))"
 }
 
-# ensure_node_usable: bring the node back to a schedulable state. A slurmd
+# ensure_node_usable NODE: bring the node back to a schedulable state. A slurmd
 # restarted under a running step can leave the node 'completing' forever, and a
 # step that could not be killed drains it: down + resume clears both.
 ensure_node_usable() {
-    local st
-    wait_for 30 "node $NODE to register" sh -c "sinfo -h -n $NODE -o %T | grep -Eq '^(idle|mixed|allocated|completing|drain|down)'" || true
-    st=$(node_state)
+    local node="$1" st
+    wait_for 30 "node $node to register" sh -c "sinfo -h -n $node -o %T | grep -Eq '^(idle|mixed|allocated|completing|drain|down)'" || true
+    st=$(node_state "$node")
     if [[ "$st" == completing* ]]; then
-        if ! wait_for 15 "node to finish completing" sh -c "sinfo -h -n $NODE -o %T | grep -Evq '^completing'"; then
-            warn "node stuck in completing state: down + resume to clear stale jobs"
-            scontrol update nodename="$NODE" state=down reason=pxt-clear-completing || true
-            scontrol update nodename="$NODE" state=resume || true
+        if ! wait_for 15 "node $node to finish completing" sh -c "sinfo -h -n $node -o %T | grep -Evq '^completing'"; then
+            warn "node $node stuck in completing state: down + resume to clear stale jobs"
+            scontrol update nodename="$node" state=down reason=pxt-clear-completing || true
+            scontrol update nodename="$node" state=resume || true
             sleep 1
         fi
-        st=$(node_state)
+        st=$(node_state "$node")
     fi
     case "$st" in
         # a trailing '-' only means "planned by the backfill scheduler" (busy cluster)
         idle|idle~|idle-|mixed|mixed-|allocated|allocated-|plnd*|planned*) ;;
-        *)  log "node state '${st}', resuming"
-            scontrol update nodename="$NODE" state=resume 2>/dev/null || true
-            wait_for 20 "node $NODE usable" sh -c "sinfo -h -n $NODE -o %T | grep -Eq '^(idle|mixed|allocated)-?$'" \
-                || { tail -20 /var/log/slurm/slurmd.log >&2; die "node $NODE not usable (state: $(node_state))"; } ;;
+        *)  log "node $node state '${st}', resuming"
+            scontrol update nodename="$node" state=resume 2>/dev/null || true
+            wait_for 20 "node $node usable" sh -c "sinfo -h -n $node -o %T | grep -Eq '^(idle|mixed|allocated)-?$'" \
+                || { tail -20 "$(slurmd_log "$node")" >&2; die "node $node not usable (state: $(node_state "$node"))"; } ;;
     esac
 }
 
-start_slurmd() {
-    local force="${1-}"
-    if [ -z "$force" ] && [ "$CONF_CHANGED" = 0 ] && pid_of "$SLURMD_PID" "$SLURMD" >/dev/null; then
-        ensure_node_usable
-        return 0
+# launch_slurmd NODE BOOT: start the slurmd of NODE (it daemonizes and writes its pidfile).
+# BOOT=1: the node was down, so it comes up with an empty /tmp and /run, as after a reboot
+# with tmpfs there; a mere slurmd restart (plugstack.sh) keeps them, as on a real node.
+launch_slurmd() {
+    local node="$1" boot="$2" d
+    if [ "$node" = "$HOST" ]; then
+        daemon_run "$SLURMD" -f "$SLURM_ETC/slurm.conf"
+        return
     fi
-    stop_pidfile "$SLURMD_PID" "$SLURMD" slurmd
-    daemon_run "$SLURMD" -f "$SLURM_ETC/slurm.conf" \
-        || { tail -20 /var/log/slurm/slurmd.log >&2; die "slurmd failed to start (see /var/log/slurm/slurmd.log)"; }
-    pid_of "$SLURMD_PID" "$SLURMD" >/dev/null || wait_for 10 "slurmd pidfile" pid_of "$SLURMD_PID" "$SLURMD" \
-        || { tail -20 /var/log/slurm/slurmd.log >&2; die "slurmd exited right after start (see /var/log/slurm/slurmd.log)"; }
-    ensure_node_usable
-    ok "slurmd up (pid $(pid_of "$SLURMD_PID" "$SLURMD")), node $NODE $(node_state)"
+    d=$PXT_NODE_DIR/$node
+    if [ "$boot" = 1 ]; then rm -rf "$d/tmp" "$d/run"; fi
+    install -d -m 0755 "$PXT_NODE_DIR" "$d" "$d/run"
+    install -d -m 1777 "$d/tmp"
+    daemon_run env PXT_STATE="$PXT_STATE" PXT_NODE_DIR="$PXT_NODE_DIR" PXT_LOG="$PXT_LOG" \
+        unshare --mount --uts --propagation private -- \
+        "$PXT_HARNESS/node-ns.sh" "$node" "$PROCTRACK" -f "$SLURM_ETC/slurm.conf"
+}
+
+# start_slurmds [force]: every configured node's slurmd running (restarted when forced or
+# when the configuration changed); slurmds of nodes no longer configured are stopped.
+start_slurmds() {
+    local force="${1-}" n pidfile boot started=()
+    for n in $(known_nodes | sort -u); do
+        if ! printf '%s\n' "${NODES[@]}" | grep -qxF "$n"; then stop_slurmd "$n"; fi
+    done
+    printf '%s\n' "${NODES[@]}" > "$NODES_FILE.tmp" && mv -f "$NODES_FILE.tmp" "$NODES_FILE"
+    for n in "${NODES[@]}"; do
+        pidfile=$(slurmd_pidfile "$n")
+        if [ -z "$force" ] && [ "$CONF_CHANGED" = 0 ] && pid_of "$pidfile" "$SLURMD" >/dev/null; then
+            continue
+        fi
+        boot=1
+        if pid_of "$pidfile" "$SLURMD" >/dev/null; then boot=0; fi
+        stop_slurmd "$n"
+        launch_slurmd "$n" "$boot" \
+            || { tail -20 "$(slurmd_log "$n")" >&2; die "slurmd $n failed to start (see $(slurmd_log "$n"))"; }
+        started+=("$n")
+    done
+    for n in "${started[@]}"; do
+        pidfile=$(slurmd_pidfile "$n")
+        pid_of "$pidfile" "$SLURMD" >/dev/null || wait_for 10 "slurmd $n pidfile" pid_of "$pidfile" "$SLURMD" \
+            || { tail -20 "$(slurmd_log "$n")" >&2; die "slurmd $n exited right after start (see $(slurmd_log "$n"))"; }
+    done
+    for n in "${NODES[@]}"; do ensure_node_usable "$n"; done
+    for n in "${started[@]}"; do
+        ok "slurmd up (pid $(pid_of "$(slurmd_pidfile "$n")" "$SLURMD")), node $n $(node_state "$n")"
+    done
 }
 
 status() {
     local n p e
-    for n in munged:$MUNGE_PID:$MUNGED slurmctld:$CTLD_PID:$SLURMCTLD slurmd:$SLURMD_PID:$SLURMD; do
+    for n in munged:$MUNGE_PID:$MUNGED slurmctld:$CTLD_PID:$SLURMCTLD; do
         IFS=: read -r p e <<< "${n#*:}"
         if pid_of "$p" "$e" >/dev/null; then echo "${n%%:*}: running (pid $(pid_of "$p" "$e"))"; else echo "${n%%:*}: stopped"; fi
+    done
+    for n in $(pxt_node_names); do
+        p=$(slurmd_pidfile "$n")
+        if pid_of "$p" "$SLURMD" >/dev/null; then echo "slurmd $n: running (pid $(pid_of "$p" "$SLURMD"))"; else echo "slurmd $n: stopped"; fi
     done
     sinfo 2>/dev/null || true
 }
@@ -229,12 +314,16 @@ case "${1-up}" in
         write_conf
         start_munge
         start_slurmctld
-        start_slurmd
+        start_slurmds
         ok "slurm cluster up: $(sinfo -h -o '%P %a %D %T %c' | head -1)" ;;
     down)
         stop_all; ok "test cluster stopped" ;;
     restart-slurmd)
-        start_slurmd force ;;
+        # the nodes as configured last (whatever PXT_NODES says now): plugstack.sh restarts
+        # them after a change of the plugin stack, also in the middle of a multi-node stage
+        mapfile -t NODES < <(pxt_node_names)
+        PROCTRACK=$(sed -n 's|^ProctrackType=proctrack/||p' "$SLURM_ETC/slurm.conf")
+        start_slurmds force ;;
     status)
         status ;;
     *)

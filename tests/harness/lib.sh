@@ -18,7 +18,11 @@ PXT_REPO=$(cd "$PXT_HARNESS/../.." && pwd)
 : "${PXT_USER:=pyxistest}"                     # the unprivileged user the integration tests run as
 : "${PXT_PREFIX:=/usr/local}"                  # where `make install` puts the plugin
 : "${SLURM_ETC:=/etc/slurm}"
-export PXT_HARNESS PXT_REPO PXT_STATE PXT_IMAGES PXT_LOG PXT_USER PXT_PREFIX SLURM_ETC
+# compute nodes: 1 = one slurmd on this host (node = hostname -s); N > 1 = N slurmds
+# node1..nodeN, each in its own mount + UTS namespace (cluster.sh, node-ns.sh)
+: "${PXT_NODES:=1}"
+PXT_NODE_DIR=$PXT_STATE/nodes                  # per-node /tmp and /run, pidfiles (multi-node)
+export PXT_HARNESS PXT_REPO PXT_STATE PXT_IMAGES PXT_LOG PXT_USER PXT_PREFIX SLURM_ETC PXT_NODES PXT_NODE_DIR
 
 # PATH given to the daemons we start and to the test user: slurmstepd inherits
 # slurmd's environment and finds `enroot` through it, so it must not depend on
@@ -136,6 +140,33 @@ stop_pidfile() {
         sleep 0.5
     fi
     rm -f "$pidfile"
+}
+
+# The compute nodes cluster.sh configured last ($PXT_STATE/cluster-nodes, one name a line;
+# this host's short name before the first `cluster.sh up`).
+pxt_node_names() {
+    if [ -s "$PXT_STATE/cluster-nodes" ]; then cat "$PXT_STATE/cluster-nodes"; else hostname -s; fi
+}
+
+# slurmd_pidfile NODE: where the slurmd of NODE writes its pid (SlurmdPidFile): the host's
+# own node keeps Debian's path, the namespaced nodes a path outside their private /run.
+slurmd_pidfile() {
+    if [ "$1" = "$(hostname -s)" ]; then echo /run/slurm/slurmd.pid; else echo "$PXT_NODE_DIR/$1/slurmd.pid"; fi
+}
+
+# slurmd_log NODE: the SlurmdLogFile of NODE.
+slurmd_log() {
+    if [ "$1" = "$(hostname -s)" ]; then echo /var/log/slurm/slurmd.log; else echo "/var/log/slurm/slurmd-$1.log"; fi
+}
+
+# slurmd_pids: "NODE=PID ..." for every configured node (PID empty when it is not running),
+# so that a restart of any slurmd changes the string.
+slurmd_pids() {
+    local n out=()
+    for n in $(pxt_node_names); do
+        out+=("$n=$(pid_of "$(slurmd_pidfile "$n")" /usr/sbin/slurmd || true)")
+    done
+    echo "${out[*]}"
 }
 
 # wait_for SECONDS DESCRIPTION CMD...: poll CMD (quietly) until it succeeds; 1 on timeout.

@@ -81,10 +81,13 @@ log "plugin stack: $(cat "$CONFD"/* 2>/dev/null | grep -Ev '^[[:space:]]*(#|$)' 
 
 # restart slurmd only if what it loaded differs from what it would load now
 want=$(stack_fingerprint)
-slurmd_pid=$(pid_of /run/slurm/slurmd.pid /usr/sbin/slurmd || true)
-if [ -z "$slurmd_pid" ] || [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want $slurmd_pid" ]; then
+# (every node's slurmd: the stamp names each node's pid, so any restart or a node that is
+# down counts as a difference)
+slurmd_pid=$(slurmd_pids)
+if [[ "$slurmd_pid" == *= || "$slurmd_pid" == *"= "* ]] || [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want $slurmd_pid" ]; then
     "$PXT_HARNESS/cluster.sh" restart-slurmd
-    slurmd_pid=$(pid_of /run/slurm/slurmd.pid /usr/sbin/slurmd) || die "slurmd is not running after restart"
+    slurmd_pid=$(slurmd_pids)
+    if [[ "$slurmd_pid" == *= || "$slurmd_pid" == *"= "* ]]; then die "a slurmd is not running after restart ($slurmd_pid)"; fi
     printf '%s %s\n' "$want" "$slurmd_pid" > "$STAMP"
 fi
 
