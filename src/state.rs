@@ -52,7 +52,7 @@ pub enum Phase {
     /// After `init_post_opt`.
     Configured(Step),
     /// After `user_init`.
-    Ready(Prepared),
+    Ready(Box<Prepared>),
     /// `user_init` failed; Slurm ignores that (SchedMD bug 7573), so every task reports
     /// it, and `task_exit` still cleans up.
     PrepareFailed { step: Step, error: Rendered },
@@ -63,7 +63,7 @@ impl Phase {
     pub fn prepare(&mut self, io: Io<'_>) {
         *self = match std::mem::take(self) {
             Phase::Configured(step) => match step.prepare(io) {
-                Ok(prepared) => Phase::Ready(prepared),
+                Ok(prepared) => Phase::Ready(Box::new(prepared)),
                 Err(failed) => {
                     let (step, e) = *failed;
                     tracing::debug!(

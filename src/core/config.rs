@@ -45,7 +45,8 @@ pub struct Config {
     pub use_enroot_load: bool,
     /// Importer executable (§5.11); `None` when unset or empty.
     pub importer: Option<PathBuf>,
-    /// Start unnamed containers directly from the squashfs file (§5.12).
+    /// Start unnamed containers directly from the squashfs file (§5.12); on by default
+    /// in pyxis-rs (issue 7), used only when the node is probed to support it.
     pub use_squashfuse: bool,
     /// Root of the per-user, digest-keyed image caches (`<path>/<uid>/`); `None`
     /// when `image_cache_path=none` or `image_cache_size=0` disabled the cache.
@@ -77,7 +78,7 @@ impl Default for Config {
             sbatch_support: true,
             use_enroot_load: false,
             importer: None,
-            use_squashfuse: false,
+            use_squashfuse: true,
             image_cache_path: Some(PathBuf::from(DEFAULT_IMAGE_CACHE_PATH)),
             image_cache_size: DEFAULT_IMAGE_CACHE_SIZE,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
@@ -256,7 +257,7 @@ mod tests {
         assert!(c.sbatch_support);
         assert!(!c.use_enroot_load);
         assert_eq!(c.importer, None);
-        assert!(!c.use_squashfuse);
+        assert!(c.use_squashfuse);
         assert_eq!(
             c.image_cache(),
             Some(std::path::Path::new("/var/cache/pyxis"))
@@ -327,7 +328,7 @@ mod tests {
             "sbatch_support=no",
             "use_enroot_load=y",
             "importer=/usr/libexec/imp",
-            "use_squashfuse=true",
+            "use_squashfuse=false",
         ])
         .unwrap();
         assert_eq!(
@@ -339,7 +340,7 @@ mod tests {
                 sbatch_support: false,
                 use_enroot_load: true,
                 importer: Some("/usr/libexec/imp".into()),
-                use_squashfuse: true,
+                use_squashfuse: false,
                 ..Config::default()
             }
         );

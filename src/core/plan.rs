@@ -11,6 +11,7 @@
 //! attaching (`no_exec`). §5.10-§5.12 choose how an image is fetched.
 
 use super::args::{Args, NameFlag};
+use super::cache::Digest;
 use super::config::Config;
 use super::image::{classify, ImageSource};
 use super::list::ContainerState;
@@ -30,6 +31,23 @@ pub struct Facts<'a> {
     pub batch_script: Option<&'a str>,
     /// What `enroot list -f` says of the named container (`Absent` when unnamed).
     pub existing: ContainerState,
+    /// The manifest digest of a registry image that goes through the image cache
+    /// (see [`cache_uri`]); `None` when the cache is off or the digest is unknown.
+    pub digest: Option<&'a Digest>,
+    /// Whether this node can start a squashfs directly (see [`may_start_direct`]).
+    pub direct: &'a DirectSupport,
+}
+
+/// What the node offers for starting a squashfs without unpacking it, as probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirectSupport {
+    /// Not probed: the plan cannot start directly anyway (or `use_squashfuse=0`).
+    NotProbed,
+    /// squashfuse and `/dev/fuse` work, and one overlay: kernel overlayfs in a user
+    /// namespace (`native`, `ENROOT_NATIVE_OVERLAYFS=y`, reads faster) or fuse-overlayfs.
+    Available { native_overlay: bool },
+    /// The node cannot do it; why, for the one verbose line of the fallback.
+    Unavailable(String),
 }
 
 /// The decided plan.
@@ -51,6 +69,10 @@ pub struct ContainerPlan {
     pub export: Option<String>,
     /// Lines for the user, printed once when the plan is carried out.
     pub notices: Vec<Notice>,
+    /// A direct start runs enroot with `ENROOT_NATIVE_OVERLAYFS=y`.
+    pub native_overlay: bool,
+    /// Why a step that would have started directly is created instead (verbose line).
+    pub fallback: Option<String>,
 }
 
 /// How the container filesystem is obtained.
@@ -76,6 +98,9 @@ pub enum Source {
     File(String),
     /// `enroot import --output <temp squashfs> <uri>`.
     Import { uri: String },
+    /// A registry image through the per-user image cache: the entry of `digest`, imported
+    /// first (from `uri@digest`) when the cache does not have it.
+    Cached { uri: String, digest: Digest },
     /// `enroot load --name <name> <uri>`: straight to a filesystem (enroot >= 4.0).
     Load { uri: String },
     /// The admin's importer: `get <uri>` prints a squashfs path; `release` after use.
@@ -144,24 +169,43 @@ pub fn decide(f: &Facts<'_>) -> Result<ContainerPlan, PlanError> {
     let scope = f.config.container_scope;
     let named = f.args.name.as_ref();
     let name = container_name(scope, f.job, named.map(|n| n.name.as_str()), f.step);
+    let source = |image: &str| match source(image, f.config) {
+        Source::Import { uri } if f.config.image_cache().is_some() => match f.digest {
+            Some(digest) => Source::Cached {
+                uri,
+                digest: digest.clone(),
+            },
+            None => Source::Import { uri },
+        },
+        other => other,
+    };
+    let mut fallback = None;
+    let mut native_overlay = false;
     let rootfs = match named {
         Some(cn) => match named_state(cn.flag, f.existing)? {
             ContainerState::Running(pid) => Rootfs::Attach { pid },
             ContainerState::Stopped => Rootfs::Reuse,
             ContainerState::Absent => match f.args.image.as_deref() {
-                Some(image) => Rootfs::Create(source(image, f.config)),
+                Some(image) => Rootfs::Create(source(image)),
                 None => return Err(PlanError::Missing(name)),
             },
         },
         None => {
-            let source = source(f.args.image.as_deref().unwrap_or_default(), f.config);
-            let direct = f.config.use_squashfuse
-                && f.args.save.is_none()
-                && matches!(source, Source::File(_) | Source::Importer { .. });
-            if direct {
-                Rootfs::Direct(source)
-            } else {
-                Rootfs::Create(source)
+            let source = source(f.args.image.as_deref().unwrap_or_default());
+            let squashfs = matches!(
+                source,
+                Source::File(_) | Source::Importer { .. } | Source::Cached { .. }
+            );
+            match (may_start_direct(f.args, f.config) && squashfs, f.direct) {
+                (true, DirectSupport::Available { native_overlay: n }) => {
+                    native_overlay = *n;
+                    Rootfs::Direct(source)
+                }
+                (true, DirectSupport::Unavailable(why)) => {
+                    fallback = Some(why.clone());
+                    Rootfs::Create(source)
+                }
+                _ => Rootfs::Create(source),
             }
         }
     };
@@ -183,7 +227,35 @@ pub fn decide(f: &Facts<'_>) -> Result<ContainerPlan, PlanError> {
         rootfs,
         mounts,
         notices,
+        native_overlay,
+        fallback,
     })
+}
+
+/// Whether the step would start its image directly if the node can (so the node is
+/// worth probing): `use_squashfuse` (on by default), an unnamed container, no
+/// `--container-save`. Whether the image is a squashfs is decided by [`decide`].
+pub fn may_start_direct(args: &Args, config: &Config) -> bool {
+    config.use_squashfuse && args.name.is_none() && args.save.is_none() && args.image.is_some()
+}
+
+/// The registry URI whose manifest digest the step should resolve for the image cache:
+/// the cache is on and the image would be imported with `enroot import` (not the
+/// admin's importer, not `use_enroot_load`, not the local `dockerd://`/`podman://`
+/// daemons). A named container that already exists needs no image at all: call this
+/// only when the container is absent.
+pub fn cache_uri(args: &Args, config: &Config) -> Option<String> {
+    config.image_cache()?;
+    match source(args.image.as_deref()?, config) {
+        Source::Import { uri }
+            if uri
+                .strip_prefix("docker://")
+                .is_some_and(|r| !r.contains("://")) =>
+        {
+            Some(uri)
+        }
+        _ => None,
+    }
 }
 
 /// The `--container-name` flag applied to what enroot reported (§5.4).

@@ -23,6 +23,7 @@ use crate::core::naming::{is_step_file, JobId};
 use crate::core::text::log_block;
 use crate::error::PluginError;
 use crate::spank::Spank;
+use crate::sys::cache::UserCache;
 use crate::sys::dirs::Dir;
 use crate::sys::fs::NameLock;
 use crate::sys::runner::{self, Credentials, Invocation, Watch};
@@ -142,6 +143,33 @@ fn remove_user_files(config: &Config, cleanup: &Cleanup, job: JobId, uid: u32) {
             Ok(false) => {}
             Err(e) => info!("epilog: {e}"),
         }
+    }
+    remove_cache_temps(config, job, uid);
+}
+
+/// The image-cache temporaries of the job's killed imports (and per-step copies of
+/// images too large for the cache): only names that parse strictly as this job's,
+/// unlinked through the checked directory fd.
+fn remove_cache_temps(config: &Config, job: JobId, uid: u32) {
+    let Some(top) = config.image_cache() else {
+        return;
+    };
+    let removed = Dir::open_trusted(top, 0)
+        .and_then(|t| t.existing_user_subdir(uid))
+        .map_err(|e| e.to_string())
+        .and_then(|d| UserCache::from_dir(&d, uid).map_err(|e| e.to_string()))
+        .and_then(|c| c.remove_job_temps(job).map_err(|e| e.to_string()));
+    match removed {
+        Ok(r) => {
+            for name in r.removed {
+                debug!("epilog: removed image cache temporary {name}");
+            }
+            for (name, e) in r.failed {
+                info!("epilog: couldn't remove image cache temporary {name}: {e}");
+            }
+        }
+        // No cache directory for this user yet is the common case.
+        Err(e) => debug!("epilog: image cache: {e}"),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
+use super::cache::{CacheUse, Timing};
 use super::prepare::pin_running;
 use super::seams::Io;
 use super::{CreateError, Prepared, Step, STOP_COMMAND};
@@ -54,7 +55,7 @@ impl Prepared {
         // another step since user_init looked: decide again (an attach stays an attach).
         let plan = match (&self.plan.rootfs, self.plan.named) {
             (Rootfs::Create(_) | Rootfs::Reuse, true) => {
-                Cow::Owned(step.plan(io, task_env, self.batch_script.as_deref())?)
+                Cow::Owned(step.plan(io, task_env, self.batch_script.as_deref(), &self.facts)?)
             }
             _ => Cow::Borrowed(&self.plan),
         };
@@ -64,27 +65,38 @@ impl Prepared {
             }
             _ => None,
         };
+        let mut timing = self.timing.clone();
+        let cache = self.cache.as_ref();
         let target = match &plan.rootfs {
             Rootfs::Attach { .. } | Rootfs::Reuse => Target::Name,
             Rootfs::Create(source) => {
                 let started = Instant::now();
-                step.create(io, &plan, source, task_env)?;
+                step.create(io, &plan, source, task_env, cache, &mut timing)?;
                 info!(
                     "completed container setup in {} ms",
                     started.elapsed().as_millis()
                 );
                 Target::Name
             }
-            Rootfs::Direct(source) => step.fetch_direct(io, &plan, source, task_env)?,
+            Rootfs::Direct(source) => {
+                step.fetch_direct(io, &plan, source, task_env, cache, &mut timing)?
+            }
         };
+        let starting = Instant::now();
         let started = step.start(io, &plan, task_env, &target);
+        timing.add(
+            match target {
+                Target::Name => "enroot start",
+                Target::File(_) => "enroot start (direct)",
+            },
+            starting.elapsed(),
+        );
         if started.is_err() && plan.helper_lives_with_step() && plan.uses_importer() {
             step.importer_release(io, task_env);
         }
-        Ok(Started {
-            helper: started?,
-            attached,
-        })
+        let helper = started?;
+        info!("setup timing: {}", timing.line());
+        Ok(Started { helper, attached })
     }
 }
 
@@ -97,13 +109,13 @@ enum Target {
 }
 
 impl Step {
-    fn announce(&self) {
+    pub(super) fn announce(&self) {
         if self.job.total_tasks <= 1 {
             tracing::error!(target: USER, "importing docker image: {}", self.image());
         }
     }
 
-    fn imported(&self) {
+    pub(super) fn imported(&self) {
         tracing::error!(target: USER, "imported docker image: {}", self.image());
     }
 
@@ -138,9 +150,20 @@ impl Step {
         plan: &ContainerPlan,
         source: &Source,
         env: &[OsString],
+        cache: Option<&CacheUse>,
+        timing: &mut Timing,
     ) -> Result<(), CreateError> {
-        match source {
+        let started = Instant::now();
+        let created = match source {
             Source::File(path) => self.create_from(io, plan, path, env),
+            Source::Cached { uri, digest } => {
+                let cache = cache.ok_or(CreateError::NoCache)?;
+                let path = self.cached_squashfs(io, cache, uri, digest, env, timing)?;
+                let started = Instant::now();
+                let created = self.create_from(io, plan, &path.to_string_lossy(), env);
+                timing.add("enroot create", started.elapsed());
+                return created;
+            }
             Source::Import { uri } => {
                 let tmp = self.import(io, uri, env)?;
                 let created = self.create_from(io, plan, &tmp.to_string_lossy(), env);
@@ -154,7 +177,15 @@ impl Step {
                 self.importer_release(io, env);
                 created
             }
-        }
+        };
+        let what = match source {
+            Source::File(_) => "enroot create",
+            Source::Load { .. } => "enroot load",
+            Source::Importer { .. } => "importer get + enroot create",
+            Source::Import { .. } | Source::Cached { .. } => "enroot import + create",
+        };
+        timing.add(what, started.elapsed());
+        created
     }
 
     /// Fetches the image for a direct start; the file stays until the step ends.
@@ -164,8 +195,15 @@ impl Step {
         plan: &ContainerPlan,
         source: &Source,
         env: &[OsString],
+        cache: Option<&CacheUse>,
+        timing: &mut Timing,
     ) -> Result<Target, CreateError> {
         match source {
+            Source::Cached { uri, digest } => {
+                let cache = cache.ok_or(CreateError::NoCache)?;
+                let path = self.cached_squashfs(io, cache, uri, digest, env, timing)?;
+                Ok(Target::File(path.to_string_lossy().into_owned()))
+            }
             Source::File(path) => {
                 info!("skipping container creation (squashfuse enabled)");
                 Ok(Target::File(path.clone()))
@@ -338,9 +376,13 @@ impl Step {
         let conf_path = conf.path.to_string_lossy().into_owned();
         let mut argv = vec!["start", "--conf", &conf_path, target];
         argv.extend(STOP_COMMAND);
-        let started = io
-            .enroot
-            .start(&self.enroot(&argv, env), &self.user(), &self.short());
+        let mut inv = self.enroot(&argv, env);
+        if plan.native_overlay && matches!(plan.rootfs, Rootfs::Direct(_)) {
+            // Probed in user_init: kernel overlayfs works in a user namespace here.
+            inv.env.retain(|(k, _)| k != "ENROOT_NATIVE_OVERLAYFS");
+            inv.env.push(("ENROOT_NATIVE_OVERLAYFS".into(), "y".into()));
+        }
+        let started = io.enroot.start(&inv, &self.user(), &self.short());
         drop(conf);
         let helper = started.map_err(|source| CreateError::Start {
             source,

@@ -7,6 +7,7 @@ use crate::core::plan::PlanError;
 use crate::core::text::log_block;
 use crate::spank::boundary::{Rendered, Report};
 use crate::spank::SpankError;
+use crate::sys::cache::CacheError;
 use crate::sys::container::StartError;
 use crate::sys::dirs::DirError;
 use crate::sys::fs::{FsError, LockError};
@@ -119,6 +120,22 @@ pub enum CreateError {
         source: StartError,
         entrypoint: bool,
     },
+    /// A plan through the cache without the cache (cannot happen: decided together).
+    #[error("image cache: the step's cache entry is not pinned")]
+    NoCache,
+    /// The image cache could not be used (its path is named in the source).
+    #[error("image cache: {0}")]
+    Cache(#[from] CacheError),
+    /// The import into the cache ran out of disk: nothing was kept.
+    #[error("failed to import docker image: {image}: no space left in the image cache {path} ({available_mb} MB free); an admin can free space, lower image_cache_size (now {bound_mb} MB) or move image_cache_path to a larger file system")]
+    CacheFull {
+        image: String,
+        path: String,
+        available_mb: u64,
+        bound_mb: u64,
+        #[source]
+        source: RunError,
+    },
 }
 
 /// `task_init` of every task.
@@ -209,9 +226,9 @@ impl CreateError {
     fn details(&self) -> Vec<String> {
         match self {
             CreateError::Recheck(e) => e.details(),
-            CreateError::Import { source, .. } | CreateError::Create { source, .. } => {
-                enroot_log(source)
-            }
+            CreateError::Import { source, .. }
+            | CreateError::Create { source, .. }
+            | CreateError::CacheFull { source, .. } => enroot_log(source),
             CreateError::Importer { source, .. } => log_block(
                 "printing importer log file:",
                 source.log().unwrap_or_default(),

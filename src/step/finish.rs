@@ -3,6 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use tracing::info;
 
@@ -25,10 +26,19 @@ impl Prepared {
         // A helper nobody released (a task failed before joining, or a direct start
         // whose helper held the squashfuse mount) would stay stopped.
         if let Setup::Ready { helper, .. } = self.shm.snapshot() {
-            io.host.kill_stopped_helper(helper, self.step.job.uid);
+            if let Some(group) = io.host.kill_stopped_helper(helper, self.step.job.uid) {
+                let (gone, waited) = wait_group_gone(io, group);
+                info!(
+                    "container helper {helper} killed, its process group {} after {} ms",
+                    if gone { "gone" } else { "still there" },
+                    waited.as_millis()
+                );
+            }
         }
         let exported = self.export(io);
         self.step.cleanup(io, Some(&self.plan), &self.job_env);
+        // The entry may be evicted again once the step is over.
+        self.cache = None;
         exported
     }
 
@@ -76,6 +86,30 @@ impl Prepared {
     }
 }
 
+/// Between two looks at a killed helper's process group.
+const GROUP_POLL: Duration = Duration::from_millis(5);
+/// The longest `task_exit` waits for it: enroot's EXIT trap normally takes a few ms.
+const GROUP_BOUND: Duration = Duration::from_millis(2500);
+
+/// Waits until no process of the killed helper's group is left, so that slurmstepd's
+/// process tracking finds the step's cgroup empty at its first look instead of
+/// sleeping a second (issue 7 item 3). Bounded: a process that will not die only costs
+/// the bound. `(gone, time waited)`.
+fn wait_group_gone(io: Io<'_>, group: u32) -> (bool, Duration) {
+    let started = Instant::now();
+    let mut polls = GROUP_BOUND.as_millis() / GROUP_POLL.as_millis();
+    loop {
+        if !io.host.group_alive(group) {
+            return (true, started.elapsed());
+        }
+        if polls == 0 {
+            return (false, started.elapsed());
+        }
+        polls -= 1;
+        io.host.sleep(GROUP_POLL);
+    }
+}
+
 impl Step {
     /// `task_exit` of a step whose `user_init` failed: nothing was created, but the
     /// step's files and marker go.
@@ -108,6 +142,7 @@ impl Step {
             }
             Err(e) => info!("{e}"),
         }
+        self.remove_cache_temps();
         let mut left_container = false;
         if let Some(plan) = plan {
             if plan.uses_importer() {

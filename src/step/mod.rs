@@ -17,6 +17,7 @@
 // step: their size on the cold path does not matter.
 #![allow(clippy::result_large_err)]
 
+mod cache;
 mod create;
 mod error;
 mod finish;
@@ -75,6 +76,10 @@ pub struct Step {
     runtime: Dir,
     /// `<runtime_path>/jobs` (root only), where this step's marker is.
     jobs: Dir,
+    /// `<image_cache_path>/<uid>`, created and checked by root like `runtime` when the
+    /// step's image may go through the image cache; root only removes the step's
+    /// temporaries in it.
+    cache_dir: Option<Dir>,
     /// `task_exit` calls so far.
     completed: u32,
 }
@@ -92,6 +97,13 @@ pub struct Prepared {
     pinned: Option<ContainerNamespaces>,
     /// The batch script of the batch step, bind-mounted into the container.
     batch_script: Option<String>,
+    /// The image cache and this step's use of its entry (held by slurmstepd until the
+    /// last task exited, so the entry is never evicted while the step runs).
+    cache: Option<cache::CacheUse>,
+    /// The digest and the node's direct-start support, as `user_init` found them.
+    facts: prepare::ImageFacts,
+    /// What `user_init` spent, for the timing line after setup.
+    timing: cache::Timing,
 }
 
 impl Step {

@@ -5,10 +5,16 @@ use std::ffi::OsString;
 
 use tracing::info;
 
+use std::time::Instant;
+
+use super::cache::{CacheUse, Timing};
 use super::seams::Io;
 use super::{PrepareError, Prepared, Step};
+use crate::core::cache::Digest;
 use crate::core::list::{find_container, ContainerState};
-use crate::core::plan::{decide, ContainerPlan, Facts, Rootfs};
+use crate::core::plan::{
+    cache_uri, decide, may_start_direct, ContainerPlan, DirectSupport, Facts, Rootfs,
+};
 use crate::spank::log::USER;
 use crate::spank::BATCH_STEP;
 use crate::sys::ns::ContainerNamespaces;
@@ -20,26 +26,41 @@ impl Step {
     /// `task_exit` still cleans up.
     pub fn prepare(self, io: Io<'_>) -> Result<Prepared, Box<(Step, PrepareError)>> {
         match prepare(&self, io) {
-            Ok((plan, shm, job_env, pinned, batch_script)) => Ok(Prepared {
+            Ok(r) => Ok(Prepared {
                 step: self,
-                plan,
-                shm,
-                job_env,
-                pinned,
-                batch_script,
+                plan: r.plan,
+                shm: r.shm,
+                job_env: r.job_env,
+                pinned: r.pinned,
+                batch_script: r.batch_script,
+                cache: r.cache,
+                facts: r.facts,
+                timing: r.timing,
             }),
             Err(e) => Err(Box::new((self, e))),
         }
     }
 }
 
-type Ready = (
-    ContainerPlan,
-    SharedStep,
-    Vec<OsString>,
-    Option<ContainerNamespaces>,
-    Option<String>,
-);
+struct Ready {
+    plan: ContainerPlan,
+    shm: SharedStep,
+    job_env: Vec<OsString>,
+    pinned: Option<ContainerNamespaces>,
+    batch_script: Option<String>,
+    cache: Option<CacheUse>,
+    facts: ImageFacts,
+    timing: Timing,
+}
+
+/// What `user_init` learnt about the image and the node, for every decision of the
+/// step (also the one under the name lock).
+#[derive(Clone, Debug)]
+pub(super) struct ImageFacts {
+    /// The pinned digest of a registry image going through the cache.
+    pub(super) digest: Option<Digest>,
+    pub(super) direct: DirectSupport,
+}
 
 fn prepare(step: &Step, io: Io<'_>) -> Result<Ready, PrepareError> {
     let shm = SharedStep::create()?;
@@ -60,12 +81,49 @@ fn prepare(step: &Step, io: Io<'_>) -> Result<Ready, PrepareError> {
     } else {
         None
     };
-    let plan = step.plan(io, &job_env, batch_script.as_deref())?;
+    let existing = step.existing(io, &job_env)?;
+    let mut timing = Timing::default();
+    let uri = cache_uri(&step.args, &step.config).filter(|_| existing == ContainerState::Absent);
+    let digest = match (uri, &step.cache_dir) {
+        (Some(uri), Some(_)) => step.resolve_digest(io, &job_env, &uri, &mut timing),
+        _ => None,
+    };
+    let cache = digest.as_ref().and_then(|d| step.pin(d));
+    let direct = if may_start_direct(&step.args, &step.config) {
+        let started = Instant::now();
+        let path = step
+            .enroot(&[], &job_env)
+            .env
+            .into_iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v);
+        let support = io
+            .host
+            .direct_support(path.as_deref(), step.job.uid, step.job.gid);
+        timing.add("direct-start probe", started.elapsed());
+        support
+    } else {
+        DirectSupport::NotProbed
+    };
+    let facts = ImageFacts {
+        digest: digest.filter(|_| cache.is_some()),
+        direct,
+    };
+    let plan = step.decide(existing, batch_script.as_deref(), &facts)?;
     let pinned = match plan.rootfs {
         Rootfs::Attach { pid } => Some(pin_running(step, io, &job_env, &plan.name, pid)?),
         _ => None,
     };
-    Ok((plan, shm, job_env, pinned, batch_script))
+    Ok(Ready {
+        plan,
+        shm,
+        job_env,
+        pinned,
+        batch_script,
+        cache,
+        facts,
+        timing,
+    })
 }
 
 impl Step {
@@ -77,14 +135,29 @@ impl Step {
         io: Io<'_>,
         job_env: &[OsString],
         batch_script: Option<&str>,
+        facts: &ImageFacts,
     ) -> Result<ContainerPlan, PrepareError> {
-        let existing = match &self.args.name {
+        let existing = self.existing(io, job_env)?;
+        self.decide(existing, batch_script, facts)
+    }
+
+    /// What `enroot list -f` says of the named container; `Absent` when unnamed.
+    fn existing(&self, io: Io<'_>, job_env: &[OsString]) -> Result<ContainerState, PrepareError> {
+        match &self.args.name {
             Some(_) => {
                 let name = self.container_name();
-                self.lookup(io, job_env, &name)?
+                self.lookup(io, job_env, &name)
             }
-            None => ContainerState::Absent,
-        };
+            None => Ok(ContainerState::Absent),
+        }
+    }
+
+    fn decide(
+        &self,
+        existing: ContainerState,
+        batch_script: Option<&str>,
+        facts: &ImageFacts,
+    ) -> Result<ContainerPlan, PrepareError> {
         let plan = decide(&Facts {
             args: &self.args,
             config: &self.config,
@@ -93,11 +166,16 @@ impl Step {
             node_id: self.job.node_id,
             batch_script,
             existing,
+            digest: facts.digest.as_ref(),
+            direct: &facts.direct,
         })?;
         match plan.rootfs {
             Rootfs::Attach { .. } => info!("reusing existing container namespaces"),
             Rootfs::Reuse => info!("reusing existing container filesystem"),
             _ => {}
+        }
+        if let Some(why) = &plan.fallback {
+            info!("not starting the image directly ({why}): creating the container instead");
         }
         for notice in &plan.notices {
             tracing::error!(target: USER, "{}", notice.text());

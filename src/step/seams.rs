@@ -8,10 +8,12 @@ use std::path::Path;
 
 use crate::core::args::Unshare;
 use crate::core::envfilter::EnvPairs;
+use crate::core::plan::DirectSupport;
 use crate::spank::{Spank, SpankError};
 use crate::sys::container::{self, Helper, StartError};
 use crate::sys::fs::{process_cwd, process_environ, FsError};
 use crate::sys::ns::{ContainerNamespaces, Kernel, NsError};
+use crate::sys::probe;
 use crate::sys::runner::{self, Credentials, Invocation, RunError, Watch};
 use crate::sys::seccomp::{self, SeccompError};
 
@@ -70,8 +72,15 @@ pub trait Host {
     fn install_seccomp(&self) -> Result<(), SeccompError>;
     /// SIGCONT: the stopped helper exits.
     fn release(&self, pid: u32) -> nix::Result<()>;
-    /// SIGKILL, if `pid` is still a stopped process of `uid` (a helper nobody released).
-    fn kill_stopped_helper(&self, pid: u32, uid: u32);
+    /// SIGKILL, if `pid` is still a stopped process of `uid` (a helper nobody released,
+    /// or a direct start's, which holds the squashfuse mount), with its process group
+    /// when it leads one; the group killed, if any.
+    fn kill_stopped_helper(&self, pid: u32, uid: u32) -> Option<u32>;
+    /// What the node offers for a direct start (`sys::probe`), for enroot's `PATH`.
+    fn direct_support(&self, path: Option<&OsStr>, uid: u32, gid: u32) -> DirectSupport;
+    /// Whether a live process of group `pgid` is left.
+    fn group_alive(&self, pgid: u32) -> bool;
+    fn sleep(&self, d: std::time::Duration);
 }
 
 /// The three seams a step phase works with.
@@ -179,7 +188,16 @@ impl Host for Process {
     fn release(&self, pid: u32) -> nix::Result<()> {
         container::release(pid)
     }
-    fn kill_stopped_helper(&self, pid: u32, uid: u32) {
-        container::kill_stopped_helper(pid, uid);
+    fn kill_stopped_helper(&self, pid: u32, uid: u32) -> Option<u32> {
+        container::kill_stopped_helper(pid, uid)
+    }
+    fn direct_support(&self, path: Option<&OsStr>, uid: u32, gid: u32) -> DirectSupport {
+        probe::direct_support(path, uid, gid)
+    }
+    fn group_alive(&self, pgid: u32) -> bool {
+        container::group_alive(pgid)
+    }
+    fn sleep(&self, d: std::time::Duration) {
+        std::thread::sleep(d);
     }
 }

@@ -7,6 +7,7 @@ use crate::core::args::Args;
 use crate::core::config::Config;
 use crate::core::marker::{marker_name, StepMarker, JOBS_DIR};
 use crate::core::naming::{container_name, JobId, StepId};
+use crate::core::plan::cache_uri;
 use crate::sys::dirs::Dir;
 
 impl Step {
@@ -29,14 +30,32 @@ impl Step {
             lock: name.map(|_| full_name),
         };
         jobs.create_file(&marker_name(job.job, job.step), marker.render().as_bytes())?;
+        let cache_dir = cache_dir(&config, &args, &job, me);
         Ok(Step {
             job,
             config,
             args,
             runtime,
             jobs,
+            cache_dir,
             completed: 0,
         })
+    }
+}
+
+/// `<image_cache_path>/<uid>`, created 0700 for the user if missing and checked like
+/// the runtime directory (W4), when the step's image may go through the cache. The
+/// top directory is slurmd's (created in `init`). A cache that cannot be used costs
+/// the step its speed, never its run: the image is then imported as pyxis does.
+fn cache_dir(config: &Config, args: &Args, job: &JobInfo, me: u32) -> Option<Dir> {
+    let top = config.image_cache()?;
+    cache_uri(args, config)?;
+    match Dir::open_trusted(top, me).and_then(|d| d.user_subdir(job.uid, job.gid)) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            tracing::info!("not using the image cache: {e}");
+            None
+        }
     }
 }
 

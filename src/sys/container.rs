@@ -164,22 +164,71 @@ pub fn release(pid: u32) -> nix::Result<()> {
 
 /// SIGKILL for a helper nobody released, if `pid` is still a stopped process of `uid`
 /// (not a recycled pid). slurmstepd's `task_exit`, as root.
-pub fn kill_stopped_helper(pid: u32, uid: u32) {
+///
+/// When the helper leads its own session and process group, as [`start`] made it, the
+/// whole group is killed with it: with a direct start, enroot's start script keeps its
+/// `squashfuse -f` / `fuse-overlayfs -f` children (and a shell waiting on them) in that
+/// group, and they would otherwise outlive the helper by about a second, which
+/// slurmstepd's process tracking then waits out before the step ends. Returns the
+/// group killed, for the caller to wait until it is gone.
+pub fn kill_stopped_helper(pid: u32, uid: u32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(format!("/proc/{pid}")) else {
-        return;
+    let meta = std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    let stat = ProcStat::read(pid)?;
+    if meta.uid() != uid || stat.state != 'T' {
+        return None;
+    }
+    let target = Pid::from_raw(i32::try_from(pid).ok()?);
+    if stat.pgrp == pid && stat.session == pid {
+        let _ = killpg(target, Signal::SIGKILL);
+        Some(pid)
+    } else {
+        let _ = kill(target, Signal::SIGKILL);
+        None
+    }
+}
+
+/// Whether a live (not zombie) process of process group `pgid` is left.
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(group) = i32::try_from(pgid) else {
+        return false;
     };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return;
+    if group <= 1 || kill(Pid::from_raw(-group), None) == Err(nix::Error::ESRCH) {
+        return false;
+    }
+    // kill(2) also finds zombies nobody reaped yet; they hold nothing and do not count
+    // for Slurm's process tracking (they left their cgroup when they exited).
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
     };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if meta.uid() == uid && state == Some("T") {
-        let _ = kill(
-            Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
-            Signal::SIGKILL,
-        );
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(ProcStat::read)
+        .any(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X'))
+}
+
+/// The fields of `/proc/<pid>/stat` we use.
+struct ProcStat {
+    state: char,
+    pgrp: u32,
+    session: u32,
+}
+
+impl ProcStat {
+    fn read(pid: u32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let _ppid = fields.next()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        let session = fields.next()?.parse().ok()?;
+        Some(ProcStat {
+            state,
+            pgrp,
+            session,
+        })
     }
 }
 
@@ -270,6 +319,47 @@ mod tests {
             )
         });
         assert!(gone, "sleep {pid} survived");
+    }
+
+    #[test]
+    fn killing_a_stopped_helper_takes_its_process_group() {
+        let marker = std::env::temp_dir().join(format!("pyxis-rs-group-{}", std::process::id()));
+        let script = format!(
+            "sleep 100 & echo $! > {}; kill -STOP $$; exit 0",
+            marker.display()
+        );
+        let helper = start(&sh(&script), &me(), &bound()).unwrap();
+        let sleeper: u32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&marker);
+        assert!(group_alive(helper.pid));
+        // another uid's process is never touched
+        assert_eq!(kill_stopped_helper(helper.pid, helper_uid() + 1), None);
+        assert_eq!(
+            kill_stopped_helper(helper.pid, helper_uid()),
+            Some(helper.pid)
+        );
+        let gone = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            !group_alive(helper.pid)
+        });
+        assert!(gone, "the helper's group survived");
+        assert!(!matches!(
+            stat_field(sleeper, 0).as_deref(),
+            Some("S" | "R" | "T")
+        ));
+        // a released helper is not stopped any more: nothing to kill
+        let other = start(&sh("kill -STOP $$; exit 0"), &me(), &bound()).unwrap();
+        release(other.pid).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(kill_stopped_helper(other.pid, helper_uid()), None);
+    }
+
+    fn helper_uid() -> u32 {
+        nix::unistd::getuid().as_raw()
     }
 
     #[test]

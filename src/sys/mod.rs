@@ -8,6 +8,7 @@ pub mod dirs;
 pub mod fs;
 pub mod lockfile;
 pub mod ns;
+pub mod probe;
 pub mod runner;
 pub mod seccomp;
 pub mod shm;

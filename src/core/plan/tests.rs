@@ -26,7 +26,39 @@ fn plan(a: &Args, c: &Config, existing: ContainerState) -> Result<ContainerPlan,
         node_id: 0,
         batch_script: None,
         existing,
+        digest: None,
+        direct: &DirectSupport::NotProbed,
     })
+}
+
+const FUSE: DirectSupport = DirectSupport::Available {
+    native_overlay: false,
+};
+
+/// A plan with the cache and direct-start facts given.
+fn plan_with(
+    a: &Args,
+    c: &Config,
+    existing: ContainerState,
+    digest: Option<&Digest>,
+    direct: &DirectSupport,
+) -> ContainerPlan {
+    decide(&Facts {
+        args: a,
+        config: c,
+        job: JobId(12),
+        step: StepId(3),
+        node_id: 0,
+        batch_script: None,
+        existing,
+        digest,
+        direct,
+    })
+    .unwrap()
+}
+
+fn digest() -> Digest {
+    Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap()
 }
 
 const IMAGE: OptionId = OptionId::Image;
@@ -113,22 +145,63 @@ fn image_sources() {
 }
 
 #[test]
-fn direct_start_only_for_unnamed_unsaved_files() {
-    let sq = config(&["use_squashfuse=1"]);
-    let direct =
-        |a: &Args, c: &Config| matches!(plan(a, c, Absent).unwrap().rootfs, Rootfs::Direct(_));
-    assert!(direct(&args(&[(IMAGE, Some("/x"))]), &sq));
-    assert!(!direct(&args(&[(IMAGE, Some("/x"))]), &config(&[])));
+fn direct_start_only_for_unnamed_unsaved_squashfs_when_the_node_can() {
+    let c = config(&[]);
+    let off = config(&["use_squashfuse=0"]);
+    let d = digest();
+    let direct = |a: &Args, c: &Config, digest: Option<&Digest>, s: &DirectSupport| {
+        matches!(plan_with(a, c, Absent, digest, s).rootfs, Rootfs::Direct(_))
+    };
+    let file = args(&[(IMAGE, Some("/x"))]);
+    let registry = args(&[(IMAGE, Some("ubuntu"))]);
+    // on by default, when probed available
+    assert!(direct(&file, &c, None, &FUSE));
+    assert!(direct(&registry, &c, Some(&d), &FUSE));
+    // use_squashfuse=0: pyxis exactly, whatever the node offers
+    assert!(!direct(&file, &off, None, &FUSE));
+    assert!(!direct(&registry, &off, Some(&d), &FUSE));
+    // named, saved: create
     assert!(!direct(
         &args(&[(IMAGE, Some("/x")), (NAME, Some("n"))]),
-        &sq
+        &c,
+        None,
+        &FUSE
     ));
     assert!(!direct(
         &args(&[(IMAGE, Some("/x")), (OptionId::Save, Some("/o.sqsh"))]),
-        &sq
+        &c,
+        None,
+        &FUSE
     ));
-    let imp = config(&["use_squashfuse=1", "importer=/imp"]);
-    let p = plan(&args(&[(IMAGE, Some("ubuntu"))]), &imp, Absent).unwrap();
+    // a registry image without the cache (no digest) is imported and created, as pyxis
+    assert!(!direct(&registry, &c, None, &FUSE));
+    assert!(!direct(
+        &registry,
+        &config(&["use_enroot_load=1"]),
+        Some(&d),
+        &FUSE
+    ));
+    // not probed or unavailable: create, the reason kept for the verbose line
+    assert!(!direct(&file, &c, None, &DirectSupport::NotProbed));
+    let p = plan_with(
+        &file,
+        &c,
+        Absent,
+        None,
+        &DirectSupport::Unavailable("no squashfuse on PATH".into()),
+    );
+    assert_eq!(p.rootfs, Rootfs::Create(Source::File("/x".into())));
+    assert_eq!(p.fallback.as_deref(), Some("no squashfuse on PATH"));
+    assert!(p.remove_at_end && !p.native_overlay);
+    // the overlay choice travels with the plan
+    let native = DirectSupport::Available {
+        native_overlay: true,
+    };
+    let p = plan_with(&file, &c, Absent, None, &native);
+    assert!(p.native_overlay && p.fallback.is_none() && !p.remove_at_end);
+    // the importer's squashfs too
+    let imp = config(&["importer=/imp"]);
+    let p = plan_with(&registry, &imp, Absent, None, &FUSE);
     assert_eq!(
         p.rootfs,
         Rootfs::Direct(Source::Importer {
@@ -136,10 +209,125 @@ fn direct_start_only_for_unnamed_unsaved_files() {
         })
     );
     assert!(p.uses_importer() && p.helper_lives_with_step() && !p.remove_at_end);
-    assert!(!direct(&args(&[(IMAGE, Some("ubuntu"))]), &sq));
-    assert!(!direct(
-        &args(&[(IMAGE, Some("ubuntu"))]),
-        &config(&["use_squashfuse=1", "use_enroot_load=1"])
+}
+
+#[test]
+fn registry_images_go_through_the_cache_when_it_is_on() {
+    let d = digest();
+    let cached = Source::Cached {
+        uri: "docker://ubuntu".into(),
+        digest: d.clone(),
+    };
+    let registry = args(&[(IMAGE, Some("ubuntu"))]);
+    let named = args(&[(IMAGE, Some("ubuntu")), (NAME, Some("n"))]);
+    let saved = args(&[(IMAGE, Some("ubuntu")), (OptionId::Save, Some("/o"))]);
+    let on = config(&[]);
+    let cases: Vec<(&Args, Config, Option<&Digest>, ContainerState, Rootfs)> = vec![
+        (
+            &registry,
+            on.clone(),
+            Some(&d),
+            Absent,
+            Rootfs::Direct(cached.clone()),
+        ),
+        (
+            &named,
+            on.clone(),
+            Some(&d),
+            Absent,
+            Rootfs::Create(cached.clone()),
+        ),
+        (
+            &saved,
+            on.clone(),
+            Some(&d),
+            Absent,
+            Rootfs::Create(cached.clone()),
+        ),
+        (&named, on.clone(), Some(&d), Stopped, Rootfs::Reuse),
+        (
+            &registry,
+            config(&["use_squashfuse=0"]),
+            Some(&d),
+            Absent,
+            Rootfs::Create(cached.clone()),
+        ),
+        // the cache off: pyxis's import, even with a digest at hand
+        (
+            &registry,
+            config(&["image_cache_path=none"]),
+            Some(&d),
+            Absent,
+            Rootfs::Create(Source::Import {
+                uri: "docker://ubuntu".into(),
+            }),
+        ),
+        (
+            &registry,
+            config(&["image_cache_size=0"]),
+            Some(&d),
+            Absent,
+            Rootfs::Create(Source::Import {
+                uri: "docker://ubuntu".into(),
+            }),
+        ),
+        // the digest could not be resolved: import as pyxis does
+        (
+            &registry,
+            on.clone(),
+            None,
+            Absent,
+            Rootfs::Create(Source::Import {
+                uri: "docker://ubuntu".into(),
+            }),
+        ),
+    ];
+    for (a, c, digest, state, want) in cases {
+        assert_eq!(
+            plan_with(a, &c, state, digest, &FUSE).rootfs,
+            want,
+            "{:?} {:?} {state:?}",
+            a.image,
+            c.image_cache()
+        );
+    }
+    // a cached direct start holds the entry for the whole step, and removes nothing
+    let p = plan_with(&registry, &on, Absent, Some(&d), &FUSE);
+    assert!(p.helper_lives_with_step() && !p.remove_at_end && !p.uses_importer());
+}
+
+#[test]
+fn which_images_resolve_a_digest() {
+    let on = config(&[]);
+    let cases: Vec<(&str, &[&str], Option<&str>)> = vec![
+        ("ubuntu", &[], Some("docker://ubuntu")),
+        (
+            "127.0.0.1:5000#a/b:1",
+            &[],
+            Some("docker://127.0.0.1:5000#a/b:1"),
+        ),
+        ("docker://x@sha256:00", &[], Some("docker://x@sha256:00")),
+        ("/x.sqsh", &[], None),
+        ("dockerd://ubuntu", &[], None),
+        ("podman://ubuntu", &[], None),
+        ("ubuntu", &["image_cache_path=none"], None),
+        ("ubuntu", &["image_cache_size=0"], None),
+        ("ubuntu", &["importer=/imp"], None),
+        ("ubuntu", &["use_enroot_load=1"], None),
+    ];
+    for (image, keys, want) in cases {
+        let got = cache_uri(&args(&[(IMAGE, Some(image))]), &config(keys));
+        assert_eq!(got.as_deref(), want, "{image} {keys:?}");
+    }
+    assert_eq!(cache_uri(&args(&[(NAME, Some("n"))]), &on), None);
+    assert!(may_start_direct(&args(&[(IMAGE, Some("/x"))]), &on));
+    assert!(!may_start_direct(
+        &args(&[(IMAGE, Some("/x"))]),
+        &config(&["use_squashfuse=0"])
+    ));
+    assert!(!may_start_direct(
+        &args(&[(IMAGE, Some("/x")), (NAME, Some("n"))]),
+        &on
     ));
 }
 
@@ -178,6 +366,8 @@ fn names_removal_export_entrypoint() {
         node_id: 1,
         batch_script: None,
         existing: Absent,
+        digest: None,
+        direct: &FUSE,
     })
     .unwrap();
     assert_eq!(other_node.export, None);
@@ -200,6 +390,8 @@ fn mounts_batch_script_and_attach() {
         node_id: 0,
         batch_script: Some("/spool/job12/slurm_script"),
         existing: Absent,
+        digest: None,
+        direct: &DirectSupport::NotProbed,
     })
     .unwrap();
     assert_eq!(batch.mounts.len(), 2);

@@ -10,6 +10,7 @@ use super::super::{Step, StepError};
 use crate::core::args::{Args, OptionId, Unshare};
 use crate::core::config::parse_config;
 use crate::core::envfilter::EnvPairs;
+use crate::core::plan::DirectSupport;
 use crate::spank::boundary::Rendered;
 use crate::spank::SpankError;
 use crate::state::Phase;
@@ -104,6 +105,10 @@ pub(super) struct FakeEnroot {
     pub(super) failing: Vec<&'static str>,
     pub(super) helper: u32,
     pub(super) importer_path: String,
+    /// What `enroot digest` prints.
+    pub(super) digest: String,
+    /// `import --output PATH` writes this many bytes at PATH (0: nothing).
+    pub(super) import_bytes: usize,
 }
 
 impl FakeEnroot {
@@ -112,6 +117,8 @@ impl FakeEnroot {
             lists: RefCell::new(vec!["NAME PID STATE\n".into()]),
             helper: std::process::id(),
             importer_path: "/imp/sqsh".into(),
+            digest: format!("sha256:{}\n", "ab".repeat(32)),
+            import_bytes: 4096,
             ..FakeEnroot::default()
         }
     }
@@ -128,7 +135,21 @@ impl FakeEnroot {
             .and_then(|a| a.to_str())
             .unwrap_or_default()
             .to_owned();
+        let line = match inv
+            .env
+            .iter()
+            .any(|(k, v)| k == "ENROOT_NATIVE_OVERLAYFS" && v == "y")
+        {
+            true => format!("{line} [native overlay]"),
+            false => line,
+        };
         self.calls.borrow_mut().push(line);
+        // Like enroot's mksquashfs, a failing import may leave part of its output.
+        if sub == "import" && self.import_bytes > 0 {
+            if let Some(out) = inv.args.get(2) {
+                std::fs::write(out, vec![7u8; self.import_bytes]).unwrap();
+            }
+        }
         if self.failing.iter().any(|f| *f == sub) {
             return Err(RunError::Exit {
                 program: "enroot".into(),
@@ -152,11 +173,20 @@ impl FakeEnroot {
         self.calls.borrow().clone()
     }
 
-    /// The recorded calls with the temp paths of this test replaced by `<rt>`.
+    /// The recorded calls with the temp paths of this test replaced by `<rt>` (and
+    /// `<cache>`), the importing pid by `<pid>`.
     pub(super) fn calls_in(&self, rt: &Path) -> Vec<String> {
+        let cache = rt
+            .parent()
+            .unwrap()
+            .join("cache")
+            .join(rt.file_name().unwrap());
+        let cache = cache.to_string_lossy().into_owned();
         let rt = rt.to_string_lossy().into_owned();
+        let pid = format!(".{}.tmp", std::process::id());
         self.calls()
             .into_iter()
+            .map(|c| c.replace(&cache, "<cache>").replace(&pid, ".<pid>.tmp"))
             .map(|c| c.replace(&rt, "<rt>"))
             .map(|c| match c.split_once(".enroot-conf.") {
                 Some((head, tail)) => format!(
@@ -186,6 +216,9 @@ impl Enroot for FakeEnroot {
         watch: &mut Watch<'_>,
     ) -> Result<(String, String), RunError> {
         let log = self.run(inv, c, watch)?;
+        if inv.args.first().is_some_and(|a| a == "digest") {
+            return Ok((self.digest.clone(), log));
+        }
         Ok((format!("{}\n", self.importer_path), log))
     }
     fn start(
@@ -205,10 +238,27 @@ impl Enroot for FakeEnroot {
 
 /// The task process: namespaces of this test process (harmless to open), everything
 /// that would change the process recorded instead.
-#[derive(Default)]
 pub(super) struct FakeHost {
     pub(super) calls: RefCell<Vec<String>>,
     pub(super) fail_chdir: bool,
+    /// The helper was still stopped at the end and led its process group.
+    pub(super) stopped_group: bool,
+    /// How many polls find the killed group still alive.
+    pub(super) group_polls: RefCell<u32>,
+    /// What the direct-start probe answers.
+    pub(super) direct: DirectSupport,
+}
+
+impl Default for FakeHost {
+    fn default() -> FakeHost {
+        FakeHost {
+            calls: RefCell::default(),
+            fail_chdir: false,
+            stopped_group: false,
+            group_polls: RefCell::new(0),
+            direct: DirectSupport::Unavailable("no squashfuse in the test".into()),
+        }
+    }
 }
 
 impl FakeHost {
@@ -250,8 +300,28 @@ impl Host for FakeHost {
         self.push(format!("release {pid}"));
         Ok(())
     }
-    fn kill_stopped_helper(&self, pid: u32, _: u32) {
+    fn kill_stopped_helper(&self, pid: u32, _: u32) -> Option<u32> {
         self.push(format!("kill-if-stopped {pid}"));
+        self.stopped_group.then_some(pid)
+    }
+    fn direct_support(&self, path: Option<&OsStr>, _: u32, _: u32) -> DirectSupport {
+        self.push(format!(
+            "probe PATH={}",
+            path.unwrap_or_default().to_string_lossy()
+        ));
+        self.direct.clone()
+    }
+    fn group_alive(&self, pgid: u32) -> bool {
+        let mut left = self.group_polls.borrow_mut();
+        self.push(format!("group-alive? {pgid}"));
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        true
+    }
+    fn sleep(&self, d: std::time::Duration) {
+        self.push(format!("sleep {} ms", d.as_millis()));
     }
 }
 
@@ -269,6 +339,7 @@ impl Node {
         let root = std::env::temp_dir().join(format!("pyxis-rs-step-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(root.join("cache")).unwrap();
         Node {
             slurm: FakeSlurm {
                 uid: nix::unistd::geteuid().as_raw(),
@@ -280,7 +351,10 @@ impl Node {
             },
             enroot: FakeEnroot::new(),
             host: FakeHost::default(),
-            keys: vec![format!("runtime_path={}", root.display())],
+            keys: vec![
+                format!("runtime_path={}", root.display()),
+                format!("image_cache_path={}", root.join("cache").display()),
+            ],
             root,
         }
     }

@@ -10,7 +10,7 @@ use fakes::Node;
 
 use super::*;
 use crate::core::args::OptionId;
-use crate::core::plan::{Rootfs, Source};
+use crate::core::plan::{DirectSupport, Rootfs, Source};
 use crate::state::Phase;
 
 fn plan_of(phase: &Phase) -> &ContainerPlan {
@@ -44,9 +44,12 @@ fn unnamed_squashfs_two_tasks() {
             "enroot remove -f pyxis_42.3".to_owned(),
         ]
     );
-    // each task opens the helper's namespaces and joins; the last one releases it
+    // the node was probed (it cannot start directly: created, as pyxis); each task
+    // opens the helper's namespaces and joins; the last one releases it
+    let host = node.host.calls();
+    assert!(host[0].starts_with("probe PATH="), "{host:?}");
     assert_eq!(
-        node.host.calls(),
+        host[1..],
         vec![
             format!("open {pid}"),
             "join".into(),
@@ -73,7 +76,8 @@ fn unnamed_squashfs_two_tasks() {
 
 #[test]
 fn registry_import_goes_through_a_temporary_squashfs() {
-    let node = Node::new("import", 1);
+    let mut node = Node::new("import", 1);
+    node.keys.push("image_cache_path=none".into());
     let mut phase = node.prepare(&[(IMAGE, Some("127.0.0.1:5000#a/b:1"))]);
     assert_eq!(
         plan_of(&phase).rootfs,
@@ -191,7 +195,9 @@ fn a_container_started_meanwhile_is_attached_to_not_started_twice() {
 #[test]
 fn direct_start_keeps_the_helper_until_the_end() {
     let mut node = Node::new("direct", 2);
-    node.keys.push("use_squashfuse=1".into());
+    node.host.direct = FUSE;
+    node.host.stopped_group = true;
+    *node.host.group_polls.borrow_mut() = 3;
     let mut phase = node.prepare(&[(IMAGE, Some("/x.sqsh"))]);
     assert!(matches!(plan_of(&phase).rootfs, Rootfs::Direct(_)));
     let _ = node.run(&mut phase);
@@ -201,10 +207,184 @@ fn direct_start_keeps_the_helper_until_the_end() {
         vec![format!("{START} /x.sqsh sh -c kill -STOP $$ ; exit 0")]
     );
     assert!(!node.host.calls().contains(&format!("release {pid}")));
-    assert!(node
+    // the helper's group is killed and awaited, 5 ms between looks, so slurmstepd
+    // finds the step's processes gone
+    let host = node.host.calls();
+    let end = host
+        .iter()
+        .position(|c| *c == format!("kill-if-stopped {pid}"))
+        .unwrap();
+    let alive = format!("group-alive? {pid}");
+    let sleep = "sleep 5 ms".to_owned();
+    assert_eq!(
+        host[end + 1..],
+        [
+            alive.clone(),
+            sleep.clone(),
+            alive.clone(),
+            sleep.clone(),
+            alive.clone(),
+            sleep,
+            alive
+        ]
+    );
+}
+
+#[test]
+fn a_group_that_never_goes_costs_only_the_bound() {
+    let mut node = Node::new("group-bound", 1);
+    node.host.direct = FUSE;
+    node.host.stopped_group = true;
+    *node.host.group_polls.borrow_mut() = u32::MAX;
+    let mut phase = node.prepare(&[(IMAGE, Some("/x.sqsh"))]);
+    let (entered, finished) = node.run(&mut phase);
+    assert_eq!((entered, finished), (vec![Ok(())], Ok(())));
+    let sleeps = node
         .host
         .calls()
-        .contains(&format!("kill-if-stopped {pid}")));
+        .iter()
+        .filter(|c| *c == "sleep 5 ms")
+        .count();
+    assert_eq!(sleeps, 500, "2.5 s in 5 ms looks");
+}
+
+const FUSE: DirectSupport = DirectSupport::Available {
+    native_overlay: false,
+};
+const DIGEST: &str = "sha256:abababababababababababababababababababababababababababababababab";
+const ENTRY: &str =
+    "<cache>/sha256-abababababababababababababababababababababababababababababababab.sqsh";
+const REGISTRY: &str = "127.0.0.1:5000#a/b:1";
+
+fn cache_files(node: &Node) -> Vec<String> {
+    let dir = node.root.join("cache").join(node.slurm.uid.to_string());
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn registry_image_is_imported_once_into_the_cache_then_started_directly() {
+    let mut node = Node::new("cache-direct", 1);
+    node.host.direct = DirectSupport::Available {
+        native_overlay: true,
+    };
+    let mut phase = node.prepare(&[(IMAGE, Some(REGISTRY))]);
+    assert!(matches!(
+        plan_of(&phase).rootfs,
+        Rootfs::Direct(Source::Cached { .. })
+    ));
+    let (entered, finished) = node.run(&mut phase);
+    assert_eq!((entered, finished), (vec![Ok(())], Ok(())));
+    let hex = DIGEST.trim_start_matches("sha256:");
+    assert_eq!(
+        node.enroot.calls_in(&node.rt()),
+        vec![
+            format!("enroot digest docker://{REGISTRY}"),
+            format!("enroot import --output <cache>/.sha256-{hex}.42.3.<pid>.tmp docker://{REGISTRY}@{DIGEST}"),
+            format!("{START} {ENTRY} sh -c kill -STOP $$ ; exit 0 [native overlay]"),
+        ]
+    );
+    phase.close();
+    // the entry only: no temporary, no lock left
+    assert_eq!(
+        cache_files(&node),
+        vec!["commit.lock".to_owned(), format!("sha256-{hex}.sqsh")]
+    );
+
+    // the next step (any job) of the user: the digest is checked, nothing imported
+    node.enroot.calls.borrow_mut().clear();
+    node.slurm.step = 4;
+    let mut phase = node.prepare(&[(IMAGE, Some(REGISTRY))]);
+    let _ = node.run(&mut phase);
+    let start4 = START.replace("42.3", "42.4");
+    assert_eq!(
+        node.enroot.calls_in(&node.rt()),
+        vec![
+            format!("enroot digest docker://{REGISTRY}"),
+            format!("{start4} {ENTRY} sh -c kill -STOP $$ ; exit 0 [native overlay]"),
+        ]
+    );
+    phase.close();
+
+    // pinned by digest: no enroot call at all before the start
+    node.enroot.calls.borrow_mut().clear();
+    node.slurm.step = 5;
+    let pinned = format!("{REGISTRY}@{DIGEST}");
+    let mut phase = node.prepare(&[(IMAGE, Some(pinned.as_str()))]);
+    let _ = node.run(&mut phase);
+    let calls = node.enroot.calls_in(&node.rt());
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains(ENTRY), "{calls:?}");
+    phase.close();
+}
+
+#[test]
+fn named_and_saved_containers_create_from_the_cache_entry() {
+    let node = Node::new("cache-named", 1);
+    let mut phase = node.prepare(&[(IMAGE, Some(REGISTRY)), (NAME, Some("dev"))]);
+    let _ = node.run(&mut phase);
+    let calls = node.enroot.calls_in(&node.rt());
+    assert_eq!(calls[0], "enroot list -f");
+    assert_eq!(calls[1], format!("enroot digest docker://{REGISTRY}"));
+    assert!(
+        calls[3].starts_with("enroot import --output <cache>/."),
+        "{calls:?}"
+    );
+    assert_eq!(calls[4], format!("enroot create --name pyxis_dev {ENTRY}"));
+    // a second named container of the same image: no import
+    let mut phase = node.prepare(&[(IMAGE, Some(REGISTRY)), (NAME, Some("other"))]);
+    node.enroot.calls.borrow_mut().clear();
+    let _ = node.run(&mut phase);
+    let calls = node.enroot.calls_in(&node.rt());
+    assert!(!calls.iter().any(|c| c.contains("import")), "{calls:?}");
+    assert!(calls.contains(&format!("enroot create --name pyxis_other {ENTRY}")));
+}
+
+#[test]
+fn without_a_digest_or_with_the_cache_off_the_image_is_imported_as_pyxis_does() {
+    for (tag, keys, failing) in [
+        ("cache-nodigest", vec![], vec!["digest"]),
+        ("cache-off", vec!["image_cache_size=0"], vec![]),
+    ] {
+        let mut node = Node::new(tag, 1);
+        node.host.direct = FUSE;
+        node.keys.extend(keys.iter().map(|k| k.to_string()));
+        node.enroot.failing = failing;
+        let mut phase = node.prepare(&[(IMAGE, Some(REGISTRY))]);
+        assert!(matches!(
+            plan_of(&phase).rootfs,
+            Rootfs::Create(Source::Import { .. })
+        ));
+        let _ = node.run(&mut phase);
+        let calls = node.enroot.calls_in(&node.rt());
+        assert!(
+            calls.contains(&format!(
+                "enroot import --output <rt>/42.3.squashfs docker://{REGISTRY}"
+            )),
+            "{tag}: {calls:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_import_leaves_nothing_in_the_cache() {
+    let mut node = Node::new("cache-fail", 1);
+    node.enroot.failing = vec!["import"];
+    let mut phase = node.prepare(&[(IMAGE, Some(REGISTRY))]);
+    let (entered, _) = node.run(&mut phase);
+    assert!(
+        entered[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("failed to import docker image"),
+        "{entered:?}"
+    );
+    phase.close();
+    assert_eq!(cache_files(&node), Vec::<String>::new());
 }
 
 #[test]
