@@ -26,11 +26,11 @@ impl Prepared {
         // A helper nobody released (a task failed before joining, or a direct start
         // whose helper held the squashfuse mount) would stay stopped.
         if let Setup::Ready { helper, .. } = self.shm.snapshot() {
-            if let Some(group) = io.host.kill_stopped_helper(helper, self.step.job.uid) {
-                let (gone, waited) = wait_group_gone(io, group);
+            if let Some(session) = io.host.kill_stopped_helper(helper, self.step.job.uid) {
+                let (gone, waited) = wait_session_gone(io, session);
                 info!(
-                    "container helper {helper} killed, its process group {} after {} ms",
-                    if gone { "gone" } else { "still there" },
+                    "container helper {helper} killed with its session, {} after {} ms",
+                    if gone { "all gone" } else { "some still there" },
                     waited.as_millis()
                 );
             }
@@ -86,27 +86,27 @@ impl Prepared {
     }
 }
 
-/// Between two looks at a killed helper's process group.
-const GROUP_POLL: Duration = Duration::from_millis(5);
+/// Between two looks at a killed helper's session.
+const SESSION_POLL: Duration = Duration::from_millis(5);
 /// The longest `task_exit` waits for it: enroot's EXIT trap normally takes a few ms.
-const GROUP_BOUND: Duration = Duration::from_millis(2500);
+const SESSION_BOUND: Duration = Duration::from_millis(2500);
 
-/// Waits until no process of the killed helper's group is left, so that slurmstepd's
+/// Waits until no process of the killed helper's session is left, so that slurmstepd's
 /// process tracking finds the step's cgroup empty at its first look instead of
 /// sleeping a second (issue 7 item 3). Bounded: a process that will not die only costs
 /// the bound. `(gone, time waited)`.
-fn wait_group_gone(io: Io<'_>, group: u32) -> (bool, Duration) {
+fn wait_session_gone(io: Io<'_>, session: u32) -> (bool, Duration) {
     let started = Instant::now();
-    let mut polls = GROUP_BOUND.as_millis() / GROUP_POLL.as_millis();
+    let mut polls = SESSION_BOUND.as_millis() / SESSION_POLL.as_millis();
     loop {
-        if !io.host.group_alive(group) {
+        if !io.host.session_alive(session) {
             return (true, started.elapsed());
         }
         if polls == 0 {
             return (false, started.elapsed());
         }
         polls -= 1;
-        io.host.sleep(GROUP_POLL);
+        io.host.sleep(SESSION_POLL);
     }
 }
 

@@ -73,13 +73,13 @@ pub trait Host {
     /// SIGCONT: the stopped helper exits.
     fn release(&self, pid: u32) -> nix::Result<()>;
     /// SIGKILL, if `pid` is still a stopped process of `uid` (a helper nobody released,
-    /// or a direct start's, which holds the squashfuse mount), with its process group
-    /// when it leads one; the group killed, if any.
+    /// or a direct start's, which holds the squashfuse mount), with every process of
+    /// its session when it leads one (enroot's fuse daemons); the session, if so.
     fn kill_stopped_helper(&self, pid: u32, uid: u32) -> Option<u32>;
     /// What the node offers for a direct start (`sys::probe`), for enroot's `PATH`.
     fn direct_support(&self, path: Option<&OsStr>, uid: u32, gid: u32) -> DirectSupport;
-    /// Whether a live process of group `pgid` is left.
-    fn group_alive(&self, pgid: u32) -> bool;
+    /// Whether a live process of session `sid` is left.
+    fn session_alive(&self, sid: u32) -> bool;
     fn sleep(&self, d: std::time::Duration);
 }
 
@@ -194,8 +194,8 @@ impl Host for Process {
     fn direct_support(&self, path: Option<&OsStr>, uid: u32, gid: u32) -> DirectSupport {
         probe::direct_support(path, uid, gid)
     }
-    fn group_alive(&self, pgid: u32) -> bool {
-        container::group_alive(pgid)
+    fn session_alive(&self, sid: u32) -> bool {
+        container::session_alive(sid)
     }
     fn sleep(&self, d: std::time::Duration) {
         std::thread::sleep(d);

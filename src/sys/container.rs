@@ -165,68 +165,79 @@ pub fn release(pid: u32) -> nix::Result<()> {
 /// SIGKILL for a helper nobody released, if `pid` is still a stopped process of `uid`
 /// (not a recycled pid). slurmstepd's `task_exit`, as root.
 ///
-/// When the helper leads its own session and process group, as [`start`] made it, the
-/// whole group is killed with it: with a direct start, enroot's start script keeps its
-/// `squashfuse -f` / `fuse-overlayfs -f` children (and a shell waiting on them) in that
-/// group, and they would otherwise outlive the helper by about a second, which
-/// slurmstepd's process tracking then waits out before the step ends. Returns the
-/// group killed, for the caller to wait until it is gone.
+/// When the helper leads its own session, as [`start`] made it, every process of
+/// `uid` in that session is killed with it: with a direct start, enroot's start script
+/// leaves a "fuse-shim" (its own process group, stopped) with the `squashfuse -f` and
+/// `fuse-overlayfs -f` daemons, which would otherwise end only after the kernel's
+/// SIGHUP of the orphaned group reached them, and slurmstepd's process tracking waits
+/// a second for them before the step ends. Nothing outside the session is touched
+/// (the container's tasks are in slurmstepd's sessions). Returns the session killed,
+/// for the caller to wait until it is empty.
 pub fn kill_stopped_helper(pid: u32, uid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(format!("/proc/{pid}")).ok()?;
     let stat = ProcStat::read(pid)?;
-    if meta.uid() != uid || stat.state != 'T' {
+    if stat.uid != uid || stat.state != 'T' {
         return None;
     }
     let target = Pid::from_raw(i32::try_from(pid).ok()?);
-    if stat.pgrp == pid && stat.session == pid {
-        let _ = killpg(target, Signal::SIGKILL);
-        Some(pid)
-    } else {
+    if stat.session != pid {
         let _ = kill(target, Signal::SIGKILL);
-        None
+        return None;
     }
+    let _ = kill(target, Signal::SIGKILL);
+    for member in session_members(pid) {
+        if member.uid == uid {
+            if let Ok(p) = i32::try_from(member.pid) {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+        }
+    }
+    Some(pid)
 }
 
-/// Whether a live (not zombie) process of process group `pgid` is left.
-pub fn group_alive(pgid: u32) -> bool {
-    let Ok(group) = i32::try_from(pgid) else {
-        return false;
-    };
-    if group <= 1 || kill(Pid::from_raw(-group), None) == Err(nix::Error::ESRCH) {
-        return false;
-    }
-    // kill(2) also finds zombies nobody reaped yet; they hold nothing and do not count
-    // for Slurm's process tracking (they left their cgroup when they exited).
+/// Whether a live (not zombie) process of session `sid` is left. Zombies nobody
+/// reaped yet hold nothing and no longer count for Slurm's process tracking (they
+/// left their cgroup when they exited).
+pub fn session_alive(sid: u32) -> bool {
+    session_members(sid)
+        .iter()
+        .any(|m| !matches!(m.state, 'Z' | 'X'))
+}
+
+fn session_members(sid: u32) -> Vec<ProcStat> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return true;
+        return Vec::new();
     };
     procs
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(ProcStat::read)
-        .any(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X'))
+        .filter(|s| s.session == sid)
+        .collect()
 }
 
-/// The fields of `/proc/<pid>/stat` we use.
+/// What we use of one process: `/proc/<pid>/stat` and the owner of `/proc/<pid>`.
 struct ProcStat {
+    pid: u32,
+    uid: u32,
     state: char,
-    pgrp: u32,
     session: u32,
 }
 
 impl ProcStat {
     fn read(pid: u32) -> Option<ProcStat> {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let (_, rest) = stat.rsplit_once(')')?;
         let mut fields = rest.split_whitespace();
         let state = fields.next()?.chars().next()?;
         let _ppid = fields.next()?;
-        let pgrp = fields.next()?.parse().ok()?;
+        let _pgrp = fields.next()?;
         let session = fields.next()?.parse().ok()?;
         Some(ProcStat {
+            pid,
+            uid,
             state,
-            pgrp,
             session,
         })
     }
@@ -322,20 +333,28 @@ mod tests {
     }
 
     #[test]
-    fn killing_a_stopped_helper_takes_its_process_group() {
+    fn killing_a_stopped_helper_takes_its_session() {
         let marker = std::env::temp_dir().join(format!("pyxis-rs-group-{}", std::process::id()));
+        // like enroot's fuse-shim: a child in a process group of its own (set -m)
         let script = format!(
-            "sleep 100 & echo $! > {}; kill -STOP $$; exit 0",
+            "set -m; sleep 100 & echo $! > {}; kill -STOP $$; exit 0",
             marker.display()
         );
-        let helper = start(&sh(&script), &me(), &bound()).unwrap();
+        let mut bash = sh(&script);
+        bash.program = "bash".into();
+        let helper = start(&bash, &me(), &bound()).unwrap();
         let sleeper: u32 = std::fs::read_to_string(&marker)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
         let _ = std::fs::remove_file(&marker);
-        assert!(group_alive(helper.pid));
+        assert!(session_alive(helper.pid));
+        assert_eq!(
+            stat_field(sleeper, 2),
+            Some(sleeper.to_string()),
+            "own group"
+        );
         // another uid's process is never touched
         assert_eq!(kill_stopped_helper(helper.pid, helper_uid() + 1), None);
         assert_eq!(
@@ -344,9 +363,9 @@ mod tests {
         );
         let gone = (0..400).any(|_| {
             std::thread::sleep(Duration::from_millis(5));
-            !group_alive(helper.pid)
+            !session_alive(helper.pid)
         });
-        assert!(gone, "the helper's group survived");
+        assert!(gone, "the helper's session survived");
         assert!(!matches!(
             stat_field(sleeper, 0).as_deref(),
             Some("S" | "R" | "T")

@@ -311,9 +311,9 @@ impl Host for FakeHost {
         ));
         self.direct.clone()
     }
-    fn group_alive(&self, pgid: u32) -> bool {
+    fn session_alive(&self, pgid: u32) -> bool {
         let mut left = self.group_polls.borrow_mut();
-        self.push(format!("group-alive? {pgid}"));
+        self.push(format!("session-alive? {pgid}"));
         if *left == 0 {
             return false;
         }

@@ -214,7 +214,7 @@ fn direct_start_keeps_the_helper_until_the_end() {
         .iter()
         .position(|c| *c == format!("kill-if-stopped {pid}"))
         .unwrap();
-    let alive = format!("group-alive? {pid}");
+    let alive = format!("session-alive? {pid}");
     let sleep = "sleep 5 ms".to_owned();
     assert_eq!(
         host[end + 1..],
