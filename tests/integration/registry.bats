@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Registry images through `enroot import` + `enroot create` (reference §5.6, §5.10,
+# Registry images through `enroot import` (reference §5.6, §5.10,
 # §5.21, upstream docker_image.bats) from the loopback registry of
 # tests/harness/registry.sh: the image's configuration is applied, the user sees
 # `importing`/`imported` (or one `failed to import`) exactly once per step, the
@@ -13,6 +13,9 @@ setup() {
     curl -fsS -o /dev/null http://127.0.0.1:5000/v2/pyxis/busybox/tags/list \
         || skip "no loopback registry on 127.0.0.1:5000 (run tests/harness/up.sh)"
     CREATED_NAMES=()
+    # The image cache (issue 7) would serve these images without an import: forget the
+    # user's entries, so each test sees the first use it counts (cache.bats covers reuse).
+    rm -f "/var/cache/pyxis/$(id -u)"/sha256-*.sqsh
 }
 
 teardown() {

@@ -180,9 +180,9 @@ skip_without_squashfuse() {
     refute_output_contains "pyxis_$step"
 }
 
-@test "use_squashfuse: named, saved and registry-imported containers are still created" {
+@test "use_squashfuse without the image cache: named, saved and registry-imported containers are still created, as in pyxis" {
     skip_without_squashfuse
-    with_config use_squashfuse=1
+    with_config use_squashfuse=1 image_cache_path=none
     user_env "ENROOT_DOUBLE_LOG=$U/enroot-log"
     local name saved="$U/saved.sqsh"
     name=$(i3_name fuse)
