@@ -204,6 +204,14 @@ impl Step {
                 let path = self.cached_squashfs(io, cache, uri, digest, env, timing)?;
                 Ok(Target::File(path.to_string_lossy().into_owned()))
             }
+            Source::File(path) if !Path::new(path).is_file() => {
+                // enroot start would take a missing file for a container name: let
+                // enroot create say what is wrong with the image, as in pyxis.
+                self.create_from(io, plan, path, env)?;
+                // It appeared meanwhile: the filesystem is not ours to keep.
+                self.remove_container(io, &plan.name, env);
+                Ok(Target::File(path.clone()))
+            }
             Source::File(path) => {
                 info!("skipping container creation (squashfuse enabled)");
                 Ok(Target::File(path.clone()))

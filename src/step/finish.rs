@@ -168,7 +168,7 @@ impl Step {
     }
 
     /// `enroot remove -f`; false if the container may still be there.
-    fn remove_container(&self, io: Io<'_>, name: &str, job_env: &[OsString]) -> bool {
+    pub(super) fn remove_container(&self, io: Io<'_>, name: &str, job_env: &[OsString]) -> bool {
         info!("removing container filesystem: {name}");
         match io.enroot.run(
             &self.enroot(&["remove", "-f", name], job_env),

@@ -27,6 +27,13 @@ teardown() {
     if [ -n "${ALLOC_JOB-}" ]; then rm -f "$(runtime_dir)/.$ALLOC_JOB".* 2>/dev/null || true; fi
 }
 
+CACHE_DIR="/var/cache/pyxis/$(id -u)"
+
+# forget_cached_images: the user's image cache entries go, so the next step imports
+forget_cached_images() {
+    rm -f "$CACHE_DIR"/sha256-*.sqsh
+}
+
 # add_hook NAME BODY: an enroot hook run by every `enroot start` of steps that get
 # ENROOT_CONFIG_PATH=$HOOKS.
 add_hook() {
@@ -34,15 +41,24 @@ add_hook() {
     chmod 0755 "$HOOKS/hooks.d/$1.sh"
 }
 
-# assert_step_left_nothing JOB.STEP
+# assert_step_left_nothing JOB.STEP: no container, no runtime file, no import leftover
 assert_step_left_nothing() {
     wait_container_gone "pyxis_$1"
     assert_no_runtime_files "${1%.*}"
+    local end=$((SECONDS + 20))
+    while find "$CACHE_DIR" -maxdepth 1 -name ".sha256-*.$1.*" 2>/dev/null | grep -q .; do
+        if [ "$SECONDS" -ge "$end" ]; then
+            printf 'import leftovers of %s in %s\n' "$1" "$CACHE_DIR" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
 }
 
 @test "cleanup: a successful registry step leaves no container, squashfs or start script" {
     local log="$BATS_TEST_TMPDIR/enroot-log" step
     mkdir -p "$log"
+    forget_cached_images
     # shellcheck disable=SC2016  # expanded inside the container
     ENROOT_DOUBLE_LOG="$log" run_step_ok --container-image="$PXT_REG_BUSYBOX" sh -c 'echo "STEP=$SLURM_JOB_ID.$SLURM_STEP_ID"'
     step=$(step_id_of)
@@ -54,12 +70,19 @@ assert_step_left_nothing() {
     rt=$(runtime_dir)
     run jq -c 'select(.argv[1] == "import" or .argv[1] == "start") | .argv' "$log/invocations.jsonl"
     [ "$status" -eq 0 ]
-    assert_output_contains "[\"enroot\",\"import\",\"--output\",\"$rt/$step.squashfs\",\"docker://$PXT_REG_BUSYBOX\"]"
+    # imported by digest into a hidden name of the user's image cache, renamed into place
+    local digest entry
+    digest=$(enroot digest "docker://$PXT_REG_BUSYBOX")
+    entry="$CACHE_DIR/sha256-${digest#sha256:}.sqsh"
+    assert_output_contains "[\"enroot\",\"import\",\"--output\",\"$CACHE_DIR/.sha256-${digest#sha256:}.$step."
+    assert_output_contains ".tmp\",\"docker://$PXT_REG_BUSYBOX@$digest\"]"
+    [ -f "$entry" ]
+    ! find "$CACHE_DIR" -maxdepth 1 -name ".sha256-*.$step.*" | grep -q .
     conf=$(jq -r 'select(.argv[1] == "start") | .argv[3]' "$log/invocations.jsonl")
     [[ "$conf" == "$rt/"* ]]
     [ ! -e "$conf" ]
-    # the exact start command line of §5.7
-    assert_output_contains "[\"enroot\",\"start\",\"--conf\",\"$conf\",\"pyxis_$step\",\"sh\",\"-c\",\"kill -STOP \$\$ ; exit 0\"]"
+    # the exact start command line of §5.7, started directly from the entry
+    assert_output_contains "[\"enroot\",\"start\",\"--conf\",\"$conf\",\"$entry\",\"sh\",\"-c\",\"kill -STOP \$\$ ; exit 0\"]"
 }
 
 @test "cleanup: a failing command leaves nothing behind and keeps its exit code" {
@@ -100,8 +123,6 @@ wait'
     BG=$BG_PID
     wait_for_line "$HOOKS/started" "$ALLOC_JOB." 60 "$BG"
     step=$(cat "$HOOKS/started")
-    # still starting: the container exists, the start script too
-    container_exists "pyxis_$step"
     scancel "$step"
     wait "$BG" || true
     BG=
@@ -126,6 +147,7 @@ wait'
     local fifo="$BATS_TEST_TMPDIR/hold.fifo" step="$ALLOC_JOB.0" end
     command -v pgrep >/dev/null || skip "needs pgrep"
     mkfifo "$fifo"
+    forget_cached_images
     # mksquashfs opens its -sort file before packing: on a fifo nobody writes to, the
     # import (enroot import -> mksquashfs, through enroot-mksquashovlfs in a real enroot,
     # with ENROOT_SQUASH_OPTIONS) waits right there

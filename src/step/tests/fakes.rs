@@ -367,6 +367,13 @@ impl Node {
         }
     }
 
+    /// An existing squashfs file (its content does not matter to the fakes).
+    pub(super) fn image_file(&self) -> String {
+        let path = self.root.join("img.sqsh");
+        std::fs::write(&path, b"hsqs").unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
     pub(super) fn rt(&self) -> PathBuf {
         self.root.join(self.slurm.uid.to_string())
     }

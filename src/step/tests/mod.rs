@@ -198,13 +198,14 @@ fn direct_start_keeps_the_helper_until_the_end() {
     node.host.direct = FUSE;
     node.host.stopped_group = true;
     *node.host.group_polls.borrow_mut() = 3;
-    let mut phase = node.prepare(&[(IMAGE, Some("/x.sqsh"))]);
+    let image = node.image_file();
+    let mut phase = node.prepare(&[(IMAGE, Some(image.as_str()))]);
     assert!(matches!(plan_of(&phase).rootfs, Rootfs::Direct(_)));
     let _ = node.run(&mut phase);
     let pid = std::process::id();
     assert_eq!(
         node.enroot.calls_in(&node.rt()),
-        vec![format!("{START} /x.sqsh sh -c kill -STOP $$ ; exit 0")]
+        vec![format!("{START} {image} sh -c kill -STOP $$ ; exit 0")]
     );
     assert!(!node.host.calls().contains(&format!("release {pid}")));
     // the helper's group is killed and awaited, 5 ms between looks, so slurmstepd
@@ -236,7 +237,8 @@ fn a_group_that_never_goes_costs_only_the_bound() {
     node.host.direct = FUSE;
     node.host.stopped_group = true;
     *node.host.group_polls.borrow_mut() = u32::MAX;
-    let mut phase = node.prepare(&[(IMAGE, Some("/x.sqsh"))]);
+    let image = node.image_file();
+    let mut phase = node.prepare(&[(IMAGE, Some(image.as_str()))]);
     let (entered, finished) = node.run(&mut phase);
     assert_eq!((entered, finished), (vec![Ok(())], Ok(())));
     let sleeps = node
@@ -246,6 +248,27 @@ fn a_group_that_never_goes_costs_only_the_bound() {
         .filter(|c| *c == "sleep 5 ms")
         .count();
     assert_eq!(sleeps, 500, "2.5 s in 5 ms looks");
+}
+
+#[test]
+fn a_missing_squashfs_file_is_reported_by_enroot_create_as_in_pyxis() {
+    let mut node = Node::new("direct-missing", 1);
+    node.host.direct = FUSE;
+    node.enroot.failing = vec!["create"];
+    let mut phase = node.prepare(&[(IMAGE, Some("./.i3-not-a-tag"))]);
+    assert!(matches!(plan_of(&phase).rootfs, Rootfs::Direct(_)));
+    let (entered, _) = node.run(&mut phase);
+    assert_eq!(
+        entered,
+        vec![Err(
+            "failed to create container filesystem for image: ./.i3-not-a-tag".to_owned()
+        )]
+    );
+    let calls = node.enroot.calls_in(&node.rt());
+    assert_eq!(
+        calls,
+        vec!["enroot create --force --name pyxis_42.3 ./.i3-not-a-tag".to_owned()]
+    );
 }
 
 const FUSE: DirectSupport = DirectSupport::Available {
