@@ -104,7 +104,11 @@ stop_holder() {
 
 @test "attach: --container-name=<job>.<step> joins another step's unnamed container" {
     local holder
-    start_holder "$BATS_TEST_TMPDIR/holder.out" --container-image="$PXT_IMAGE"
+    # A directly started container (the default for unnamed, unsaved steps) has no name
+    # to attach to, as with pyxis's use_squashfuse=1; --container-save keeps the holder
+    # on the create path, which names it pyxis_<job>.<step>.
+    start_holder "$BATS_TEST_TMPDIR/holder.out" --container-image="$PXT_IMAGE" \
+        --container-save="$BATS_TEST_TMPDIR/holder.sqsh"
     holder=$(sed -n 's/^STEP=//p' "$BATS_TEST_TMPDIR/holder.out")
     [[ "$holder" =~ ^$ALLOC_JOB\.[0-9]+$ ]]
     container_exists "pyxis_$holder"

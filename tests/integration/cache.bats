@@ -46,8 +46,12 @@ teardown() {
 
 @test "direct start: four tasks share one container started from the squashfs" {
     # shellcheck disable=SC2016  # expanded inside the container
-    run_srun -n 4 --overcommit --container-image="$PXT_IMAGE" sh -c 'echo "mnt=$(readlink /proc/self/ns/mnt)"; touch /tmp/t.$SLURM_PROCID; ls /tmp | grep -c "^t\."'
+    run_srun -n 4 --overcommit --container-image="$PXT_IMAGE" sh -c 'echo "mnt=$(readlink /proc/self/ns/mnt)"; echo "STEP=$SLURM_JOB_ID.$SLURM_STEP_ID"'
     [ "$(grep -o 'mnt=mnt:\[[0-9]*\]' <<< "$output" | sort -u | wc -l)" -eq 1 ]
-    # unnamed and started directly: nothing to remove, no container left in enroot's list
-    ! enroot list | grep -q '^pyxis_'
+    [ "$(grep -o 'mnt=mnt:\[[0-9]*\]' <<< "$output" | wc -l)" -eq 4 ]
+    # unnamed and started directly: no container filesystem was ever made for it
+    local step
+    step=$(sed -n 's/^STEP=//p' <<< "$output" | head -n 1)
+    [ -n "$step" ]
+    ! enroot list | grep -qxF "pyxis_$step"
 }
