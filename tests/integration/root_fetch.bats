@@ -330,7 +330,8 @@ skip_without_squashfuse() {
 }
 
 @test "container_scope=job: unnamed containers are pyxis_<job>_<job>.<step>, reachable by <job>.<step>" {
-    with_config container_scope=job
+    # the create path (a direct start, the default, has no name to reach)
+    with_config container_scope=job use_squashfuse=0
     user_alloc
     # shellcheck disable=SC2016  # expanded inside the container
     user_bg_step "$WORK/holder.out" --container-image="$PXT_IMAGE" --container-mounts="tmpfs:/i3tmp,$U/ctl:/i3ctl" \
