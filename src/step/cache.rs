@@ -50,6 +50,20 @@ impl Timing {
     }
 }
 
+/// `importing docker image: URI (10 s, 84 MB written): Downloading 3 missing layers...`
+fn progress_line(image: &str, p: &Progress, written: u64) -> String {
+    let said = p
+        .last_line
+        .as_deref()
+        .map(|l| format!(": {}", printable(l.trim_start_matches("[INFO] "))))
+        .unwrap_or_default();
+    format!(
+        "importing docker image: {image} ({} s, {} MB written){said}",
+        p.elapsed.as_secs(),
+        mb(written)
+    )
+}
+
 /// Bytes as whole megabytes (10^6, as `du --si` and registries count).
 fn mb(bytes: u64) -> u64 {
     bytes / 1_000_000
@@ -246,18 +260,7 @@ impl Step {
     fn progress_of(&self, output: PathBuf) -> impl FnMut(&Progress) + '_ {
         move |p: &Progress| {
             let written = std::fs::symlink_metadata(&output).map_or(0, |m| m.len());
-            let said = p
-                .last_line
-                .as_deref()
-                .map(|l| format!(": {}", printable(l.trim_start_matches("[INFO] "))))
-                .unwrap_or_default();
-            tracing::error!(
-                target: USER,
-                "importing docker image: {} ({} s, {} MB written){said}",
-                self.image(),
-                p.elapsed.as_secs(),
-                mb(written)
-            );
+            tracing::error!(target: USER, "{}", progress_line(self.image(), p, written));
         }
     }
 
@@ -280,5 +283,42 @@ impl Step {
             }
             Err(e) => info!("image cache: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_say_what_how_long_and_how_much() {
+        let p = Progress {
+            elapsed: Duration::from_millis(10_400),
+            last_line: Some("[INFO] Creating squashfs filesystem...\u{1b}[0m".into()),
+        };
+        assert_eq!(
+            progress_line("a/b:1", &p, 84_500_000),
+            "importing docker image: a/b:1 (10 s, 84 MB written): Creating squashfs filesystem...\\u{1b}[0m"
+        );
+        let quiet = Progress {
+            elapsed: Duration::from_secs(5),
+            last_line: None,
+        };
+        assert_eq!(
+            progress_line("x", &quiet, 0),
+            "importing docker image: x (5 s, 0 MB written)"
+        );
+    }
+
+    #[test]
+    fn the_timing_line_adds_every_phase() {
+        let mut t = Timing::default();
+        t.add("enroot digest", Duration::from_millis(12));
+        t.add("cache hit", Duration::ZERO);
+        t.add("enroot start (direct)", Duration::from_millis(151));
+        assert_eq!(
+            t.line(),
+            "enroot digest 12 ms, cache hit 0 ms, enroot start (direct) 151 ms, total 163 ms"
+        );
     }
 }
