@@ -148,3 +148,57 @@ refute_collisions() {
     container_exists "pyxis_$CNAME"
     assert_no_lock_files "$CNAME"
 }
+
+@test "concurrency: steps that waited on the name lock join the container one of them created and started" {
+    local lock holder ctl a b
+    command -v flock >/dev/null || skip "needs flock(1)"
+    new_name cc-join
+    lock="$(runtime_dir)/pyxis_$CNAME.lock"
+    [ -d "$(runtime_dir)" ] || run_srun --container-image="$PXT_IMAGE" true
+    [ -d "$(runtime_dir)" ]
+    ctl="$BATS_TEST_TMPDIR/ctl"
+    mkdir -p "$ctl"
+    # hold the name lock so that both steps decide "create" in user_init and then wait
+    (exec 9>>"$lock" 3>&- && flock 9 && exec sleep 120) &
+    holder=$!
+    sleep 0.5
+    # each step writes its namespaces and stays until told to stop; a step that attaches
+    # sees the creator's /i5ctl (its mounts are ignored, the mount namespace is shared)
+    # shellcheck disable=SC2016  # expanded inside the container
+    local hold='for n in mnt ipc uts; do readlink /proc/self/ns/$n; done > /i5ctl/ns.tmp.$SLURM_STEP_ID && mv /i5ctl/ns.tmp.$SLURM_STEP_ID /i5ctl/ns.$SLURM_STEP_ID; while [ ! -e /i5ctl/stop ]; do sleep 0.2; done'
+    bg_step "$BATS_TEST_TMPDIR/a.out" --container-name="$CNAME" --container-image="$PXT_IMAGE" \
+        --container-mounts="$ctl:/i5ctl" sh -c "$hold"
+    a=$BG_PID
+    bg_step "$BATS_TEST_TMPDIR/b.out" --container-name="$CNAME" --container-image="$PXT_IMAGE" \
+        --container-mounts="$ctl:/i5ctl" sh -c "$hold"
+    b=$BG_PID
+    local end=$((SECONDS + 60))
+    until [ "$(squeue -h -s -j "$ALLOC_JOB" -o %i 2>/dev/null | grep -c "^$ALLOC_JOB\.[01]$")" -eq 2 ]; do
+        if [ "$SECONDS" -ge "$end" ]; then echo "the two steps never ran" >&2; return 1; fi
+        sleep 0.2
+    done
+    sleep 1
+    refute_container "pyxis_$CNAME"
+    kill "$holder"
+    wait "$holder" 2>/dev/null || true
+    end=$((SECONDS + 90))
+    until [ -s "$ctl/ns.0" ] && [ -s "$ctl/ns.1" ]; do
+        if [ "$SECONDS" -ge "$end" ] || ! kill -0 "$a" 2>/dev/null || ! kill -0 "$b" 2>/dev/null; then
+            printf 'both steps should be running in the container:\nstep a:\n%s\nstep b:\n%s\n' \
+                "$(cat "$BATS_TEST_TMPDIR/a.out")" "$(cat "$BATS_TEST_TMPDIR/b.out")" >&2
+            touch "$ctl/stop"
+            return 1
+        fi
+        sleep 0.2
+    done
+    printf 'step 0: %s\nstep 1: %s\n' "$(tr '\n' ' ' < "$ctl/ns.0")" "$(tr '\n' ' ' < "$ctl/ns.1")"
+    # one container, one set of namespaces: the second step attached, it did not start a second instance
+    cmp "$ctl/ns.0" "$ctl/ns.1"
+    # and the running container has no IPC namespace of its own (pyxis's check on attach)
+    run_step --container-name="$CNAME" --container-unshare=ipc true
+    assert_failure_with "not in a separate IPC namespace"
+    touch "$ctl/stop"
+    wait "$a"
+    wait "$b"
+    assert_no_lock_files "$CNAME"
+}
