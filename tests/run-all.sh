@@ -65,6 +65,9 @@ if [ -z "${PXT_SKIP_STATIC:-}" ]; then
     step fmt cargo fmt --all --check -- --color=never || true
     step clippy cargo clippy --workspace --all-targets --locked -- -D warnings || true
     step bindings "$PXT_REPO/tools/check-bindings.sh" || true
+    # no dead code: the plugin built with its modules crate-private (core is public only
+    # for the fuzz targets; sys::cache and sys::dirs are the node tools' API)
+    step dead-code cargo rustc --lib --locked -- --cfg pyxis_private_core -D dead_code -D unused || true
     banner "cargo test --workspace"
     rc=0
     (cd "$PXT_REPO" && cargo test --workspace --locked) 2>&1 | tee "$RUN_LOG/cargo-test.log" || rc=$?

@@ -276,14 +276,12 @@ fn named_state(flag: NameFlag, state: ContainerState) -> Result<ContainerState, 
 /// How an image is fetched: `importer=` wins for registry images, then
 /// `use_enroot_load=1` except for `dockerd://` (load cannot read the local daemon).
 fn source(image: &str, config: &Config) -> Source {
-    match classify(image) {
+    let image = classify(image);
+    let load = config.use_enroot_load && !image.is_dockerd();
+    match image {
         ImageSource::Squashfs(path) => Source::File(path),
         ImageSource::Registry { uri } if config.importer.is_some() => Source::Importer { uri },
-        ImageSource::Registry { uri }
-            if config.use_enroot_load && !uri.starts_with("dockerd://") =>
-        {
-            Source::Load { uri }
-        }
+        ImageSource::Registry { uri } if load => Source::Load { uri },
         ImageSource::Registry { uri } => Source::Import { uri },
     }
 }

@@ -46,6 +46,7 @@ pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// One system-call ABI: its audit arch and the numbers of the calls to fake.
 #[derive(Clone, Copy, Debug)]
 pub struct Abi {
+    #[cfg(test)]
     pub name: &'static str,
     pub arch: u32,
     /// Bits cleared from the number before matching (x32 on x86_64).
@@ -64,6 +65,7 @@ pub const AUDIT_ARCH_PPC64LE: u32 = 21 | 0x8000_0000 | 0x4000_0000;
 
 /// x86_64 and x32 (asm/unistd_64.h, unistd_x32.h: same numbers plus the x32 bit).
 pub const X86_64: Abi = Abi {
+    #[cfg(test)]
     name: "x86_64",
     arch: AUDIT_ARCH_X86_64,
     ignore_bits: X32_SYSCALL_BIT,
@@ -74,6 +76,7 @@ pub const X86_64: Abi = Abi {
 
 /// i386, also reachable on x86_64 kernels (asm/unistd_32.h), 16- and 32-bit id variants.
 pub const I386: Abi = Abi {
+    #[cfg(test)]
     name: "i386",
     arch: AUDIT_ARCH_I386,
     ignore_bits: 0,
@@ -86,6 +89,7 @@ pub const I386: Abi = Abi {
 
 /// 32-bit ARM EABI, reachable on many aarch64 kernels (arch/arm/tools/syscall.tbl).
 pub const ARM: Abi = Abi {
+    #[cfg(test)]
     name: "arm",
     arch: AUDIT_ARCH_ARM,
     ignore_bits: 0,
@@ -98,6 +102,7 @@ pub const ARM: Abi = Abi {
 
 /// aarch64 (the generic table: no chown/lchown).
 pub const AARCH64: Abi = Abi {
+    #[cfg(test)]
     name: "aarch64",
     arch: AUDIT_ARCH_AARCH64,
     ignore_bits: 0,
@@ -108,6 +113,7 @@ pub const AARCH64: Abi = Abi {
 
 /// ppc64le.
 pub const PPC64LE: Abi = Abi {
+    #[cfg(test)]
     name: "ppc64le",
     arch: AUDIT_ARCH_PPC64LE,
     ignore_bits: 0,

@@ -16,8 +16,6 @@ pub enum SpankError {
     Nul { what: &'static str },
     #[error("{what} is not valid UTF-8")]
     Utf8 { what: &'static str },
-    #[error("{what}: Slurm returned a NULL pointer")]
-    Null { what: &'static str },
 }
 
 impl SpankError {
@@ -38,14 +36,6 @@ impl SpankError {
             call,
             code,
             message,
-        }
-    }
-
-    /// The raw `ESPANK_*` code of an API failure.
-    pub fn code(&self) -> Option<u32> {
-        match self {
-            SpankError::Api { code, .. } => Some(*code),
-            _ => None,
         }
     }
 }

@@ -101,12 +101,6 @@ impl<'a> Spank<'a> {
         &self.args
     }
 
-    /// `spank_remote()`: true in slurmstepd.
-    pub fn remote(&self) -> bool {
-        // SAFETY: the handle is valid for this callback.
-        unsafe { sys::spank_remote(self.raw) == 1 }
-    }
-
     /// A variable of the job (remote) environment, byte-exact; `Ok(None)` when it is
     /// not set.
     pub fn getenv(&self, name: &str) -> Result<Option<OsString>, SpankError> {

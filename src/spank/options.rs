@@ -63,7 +63,7 @@ pub fn register_all(
             message: e.to_string(),
         },
     })?;
-    for (index, (spec, (name, arginfo, usage))) in OPTIONS.iter().zip(&reg.strings).enumerate() {
+    for (spec, (name, arginfo, usage)) in OPTIONS.iter().zip(&reg.strings) {
         let mut opt = sys::spank_option {
             // Slurm's struct is not const-correct; it never writes through these pointers.
             name: name.as_ptr().cast_mut(),
@@ -71,8 +71,8 @@ pub fn register_all(
                 .as_ref()
                 .map_or(std::ptr::null_mut(), |a| a.as_ptr().cast_mut()),
             usage: usage.as_ptr().cast_mut(),
-            has_arg: c_int::from(spec.arginfo.is_some()),
-            val: c_int::try_from(index).unwrap_or(-1),
+            has_arg: c_int::from(spec.has_arg()),
+            val: spec.id.index(),
             cb: Some(callback),
         };
         spank

@@ -242,11 +242,6 @@ pub fn lock(
 }
 
 impl HeldLock {
-    /// The locked file.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
-    }
-
     /// Converts the lock to exclusive without waiting. flock(2) conversions are not
     /// atomic: when another process holds a conflicting lock the conversion fails and
     /// our lock is gone, so this consumes the lock and is meant for releasing it.

@@ -2,13 +2,15 @@
 //! the container start handshake, namespaces, the state shared between tasks and the
 //! per-user runtime directory. Decisions live in `crate::core`; these only act.
 
+// `cache` and `dirs` are the library API of the node tools (pyxis-doctor); the rest is
+// the plugin's own.
 pub mod cache;
-pub mod container;
+pub(crate) mod container;
 pub mod dirs;
-pub mod fs;
-pub mod lockfile;
-pub mod ns;
+pub(crate) mod fs;
+pub(crate) mod lockfile;
+pub(crate) mod ns;
 pub mod probe;
-pub mod runner;
-pub mod seccomp;
-pub mod shm;
+pub(crate) mod runner;
+pub(crate) mod seccomp;
+pub(crate) mod shm;

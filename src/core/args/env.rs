@@ -18,23 +18,6 @@ const ENV_READONLY: &str = "PYXIS_CONTAINER_READONLY";
 const ENV_ENV: &str = "PYXIS_CONTAINER_ENV";
 const ENV_UNSHARE: &str = "PYXIS_CONTAINER_UNSHARE";
 
-/// Every `PYXIS_CONTAINER_*` variable read by [`Args::apply_env`], in order.
-pub const PYXIS_ENV_VARS: [&str; 13] = [
-    ENV_IMAGE,
-    ENV_MOUNTS,
-    ENV_WORKDIR,
-    ENV_NAME,
-    ENV_SAVE,
-    ENV_MOUNT_HOME,
-    ENV_REMAP_ROOT,
-    ENV_ENTRYPOINT,
-    ENV_ENTRYPOINT_LOG,
-    ENV_WRITABLE,
-    ENV_READONLY,
-    ENV_ENV,
-    ENV_UNSHARE,
-];
-
 impl Args {
     /// Applies `PYXIS_CONTAINER_*` after the command line (§4.5): each
     /// variable only fills an option that is still unset, in table order.

@@ -32,8 +32,9 @@ mod options;
 
 use thiserror::Error;
 
-pub use env::PYXIS_ENV_VARS;
-pub use options::{spec, OptionId, OptionSpec, OPTIONS};
+#[cfg(test)]
+pub use options::spec;
+pub use options::{OptionId, OptionSpec, OPTIONS};
 
 use crate::core::mount::{self, MountEntry, MountError};
 use crate::core::text::printable;
@@ -59,16 +60,6 @@ pub enum NameFlag {
 }
 
 impl NameFlag {
-    /// The flag as the user writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NameFlag::Auto => "auto",
-            NameFlag::Create => "create",
-            NameFlag::Exec => "exec",
-            NameFlag::NoExec => "no_exec",
-        }
-    }
-
     /// Parses a non-empty flag; `None` for anything but the four names.
     fn parse(s: &str) -> Option<NameFlag> {
         match s {
