@@ -7,6 +7,10 @@
 #                                         integration suites against a real enroot instead of
 #                                         the project's enroot test double
 #   PXT_SKIP_STATIC=1 tests/run-all.sh    skip fmt/clippy/cargo test (quick iteration)
+#   PXT_RELEASES="trixie sid" tests/run-all.sh
+#                                         also the suites against Slurm 24.11 (trixie) and 26.05
+#                                         (sid), each in its own namespaced Debian root filesystem
+#                                         (tests/harness/release.sh); per-release counts at the end
 #
 #   1. Debian packages (tests/harness/packages.sh), cargo fmt --check, cargo clippy --workspace --all-targets -D warnings,
 #      the spank-sys bindings drift check (tools/check-bindings.sh),
@@ -26,7 +30,7 @@
 # shellcheck source=tests/harness/lib.sh
 . "$(dirname "$0")/harness/lib.sh"
 need_root
-ensure_cargo
+if [ -z "${PXT_PREBUILT:-}" ]; then ensure_cargo; fi
 
 RUN_LOG="$PXT_LOG/run-all"
 rm -rf "$RUN_LOG"
@@ -172,9 +176,40 @@ else
     record fail "integration suites" "not run: the test environment did not come up"
 fi
 
+# ---------------------------------------------------------------- 5. other Slurm releases
+# PXT_RELEASES="trixie sid": the same suites again against Debian trixie's Slurm 24.11 and
+# sid's 26.05, each in a cached Debian root filesystem started in its own namespaces
+# (tests/harness/release.sh); their counts are added to the totals and listed per release.
+HOST_REL="$(. /etc/os-release && echo "${VERSION_CODENAME:-host}") (Slurm $("$PXT_REPO/tools/slurm-release.sh" 2>/dev/null || echo '?'))"
+REL_LINES=("$(printf '%-28s %s passed, %s failed, %s skipped' "$HOST_REL" "$PASS" "$FAIL" "$SKIP")")
+for rel in ${PXT_RELEASES:-}; do
+    rc=0 t=$SECONDS
+    banner "Slurm release $rel: tests/harness/release.sh $rel $*"
+    "$PXT_HARNESS/release.sh" "$rel" "$@" 2>&1 | tee "$RUN_LOG/release-$rel.log" || rc=$?
+    read -r rp rf rs < <(awk '/^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$/ {p = $1; f = $3; s = $5}
+        END {print p + 0, f + 0, s + 0}' "$RUN_LOG/release-$rel.log")
+    PASS=$((PASS + rp)); FAIL=$((FAIL + rf)); SKIP=$((SKIP + rs))
+    rroot="${PXT_RELEASE_CACHE:-/var/cache/pyxis-rs}/$rel"
+    rname="$rel (Slurm $(SLURM_INCLUDE_DIR="$rroot/usr/include" "$PXT_REPO/tools/slurm-release.sh" 2>/dev/null || echo '?'))"
+    if [ "$rc" -ne 0 ] && [ "$rf" -eq 0 ]; then
+        FAIL=$((FAIL + 1)); rf=1
+        SUMMARY+=("fail  release $rname  (exit $rc without a failed test: setup or timeout; $RUN_LOG/release-$rel.log)")
+    else
+        SUMMARY+=("$( [ "$rc" -eq 0 ] && echo pass || echo fail)  release $rname  ($rp passed, $rf failed, $rs skipped, $((SECONDS - t)) s)")
+    fi
+    REL_LINES+=("$(printf '%-28s %s passed, %s failed, %s skipped' "$rname" "$rp" "$rf" "$rs")")
+    if [ -s "$rroot$PXT_LOG/run-all/failed-tests.txt" ]; then
+        sed "s/^/  [$rel] /" "$rroot$PXT_LOG/run-all/failed-tests.txt" >> "$RUN_LOG/failed-tests.txt"
+    fi
+done
+
 # ---------------------------------------------------------------- summary
 banner "summary ($((SECONDS - T0)) s, enroot: $(cat "$PXT_STATE/enroot-kind" 2>/dev/null || echo 'not set up'))"
 printf '  %s\n' "${SUMMARY[@]}"
+if [ -n "${PXT_RELEASES:-}" ]; then
+    echo "  per Slurm release:"
+    printf '    %s\n' "${REL_LINES[@]}"
+fi
 if [ -s "$RUN_LOG/failed-tests.txt" ]; then
     echo "  failed tests:"
     cat "$RUN_LOG/failed-tests.txt"

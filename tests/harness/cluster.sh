@@ -190,6 +190,12 @@ EOF
         tmp=$(mktemp)
         printf 'CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nConstrainCores=no\nConstrainRAMSpace=no\nConstrainDevices=no\n' > "$tmp"
         install_if_changed "$tmp" "$SLURM_ETC/cgroup.conf"
+    elif [ -n "${PXT_CGROUP_PLUGIN:-}" ]; then
+        # slurmd >= 23.11 initialises a cgroup plugin even for proctrack/linuxproc and fails
+        # without a cgroup filesystem; tests/harness/release.sh sets PXT_CGROUP_PLUGIN=disabled
+        tmp=$(mktemp)
+        printf 'CgroupPlugin=%s\n' "$PXT_CGROUP_PLUGIN" > "$tmp"
+        install_if_changed "$tmp" "$SLURM_ETC/cgroup.conf"
     elif [ -e "$SLURM_ETC/cgroup.conf" ]; then
         rm -f "$SLURM_ETC/cgroup.conf"; CONF_CHANGED=1
     fi

@@ -40,10 +40,13 @@ remove_own_links() {
 }
 
 install_double() {
-    ensure_cargo
-    log "building the enroot test double (cargo build --release -p enroot-double)"
-    (cd "$PXT_REPO" && cargo build --release --locked -p enroot-double) >"$PXT_LOG/enroot-double-build.log" 2>&1 \
-        || { tail -30 "$PXT_LOG/enroot-double-build.log" >&2; die "building tests/enroot-double failed (see $PXT_LOG/enroot-double-build.log)"; }
+    # PXT_PREBUILT=1 (tests/harness/release.sh): built on the host, copied in
+    if [ -z "${PXT_PREBUILT:-}" ]; then
+        ensure_cargo
+        log "building the enroot test double (cargo build --release -p enroot-double)"
+        (cd "$PXT_REPO" && cargo build --release --locked -p enroot-double) >"$PXT_LOG/enroot-double-build.log" 2>&1 \
+            || { tail -30 "$PXT_LOG/enroot-double-build.log" >&2; die "building tests/enroot-double failed (see $PXT_LOG/enroot-double-build.log)"; }
+    fi
     local bin="${CARGO_TARGET_DIR:-$PXT_REPO/target}/release/enroot"
     [ -x "$bin" ] || die "the build produced no $bin"
     if ! ours "$TARGET"; then

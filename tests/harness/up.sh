@@ -24,7 +24,9 @@ export PXT_PACKAGES_DONE=1
 "$PXT_HARNESS/images.sh"
 "$PXT_HARNESS/registry.sh"
 
-ensure_cargo
+# PXT_PREBUILT=1 (tests/harness/release.sh): the plugin was built elsewhere into
+# $CARGO_TARGET_DIR/release and CARGO=true makes `make install` only install it
+if [ -z "${PXT_PREBUILT:-}" ]; then ensure_cargo; fi
 log "plugin: make install prefix=$PXT_PREFIX"
 (cd "$PXT_REPO" && make install prefix="$PXT_PREFIX") >"$PXT_LOG/plugin-build.log" 2>&1 \
     || { tail -40 "$PXT_LOG/plugin-build.log" >&2; die "building/installing the plugin failed (see $PXT_LOG/plugin-build.log)"; }
