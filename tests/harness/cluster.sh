@@ -7,8 +7,8 @@
 # PXT_NODES=1 (default): one slurmd on the host itself, node name = hostname -s.
 # PXT_NODES=N (N > 1):   N compute nodes node1..nodeN, each a slurmd (`slurmd -N nodeI`,
 #                        its own Port 6830+I on 127.0.0.1) started by node-ns.sh in its own
-#                        mount and UTS namespace: own hostname, /tmp, /run, /dev/shm (and so
-#                        enroot data/runtime directories), freezer cgroup. The host's slurmd
+#                        mount, UTS and pid namespace: own hostname, processes, /tmp, /run,
+#                        /dev/shm (and so enroot data/runtime directories). The host's slurmd
 #                        is stopped meanwhile; `PXT_NODES=1 cluster.sh up` brings it back.
 #
 #   tests/harness/cluster.sh up              start what is not running; restart what runs
@@ -55,11 +55,30 @@ known_nodes() {
     return 0
 }
 
-stop_slurmd() { stop_pidfile "$(slurmd_pidfile "$1")" "$SLURMD" "slurmd $1"; }
+stop_slurmd() {
+    if [ "$1" != "$HOST" ] && ! node_pid "$1" >/dev/null; then
+        rm -f "$(slurmd_pidfile "$1")"
+        return 0
+    fi
+    stop_pidfile "$(slurmd_pidfile "$1")" "$(slurmd_exe "$1")" "slurmd $1"
+}
+
+# node_fs_off NODE: unmount a namespaced node's /tmp and /run tmpfs from the host (lazily:
+# a namespace still using them keeps its own copy of the mount)
+node_fs_off() {
+    local m
+    [ "$1" != "$HOST" ] || return 0
+    for m in tmp run; do
+        if mountpoint -q "$PXT_NODE_DIR/$1/$m"; then umount -l "$PXT_NODE_DIR/$1/$m"; fi
+    done
+}
+
+# node_off NODE: the node is powered off: its slurmd stopped, its node-local file systems gone
+node_off() { stop_slurmd "$1"; node_fs_off "$1"; }
 
 stop_all() {
     local n
-    for n in $(known_nodes | sort -u); do stop_slurmd "$n"; done
+    for n in $(known_nodes | sort -u); do node_off "$n"; done
     stop_pidfile "$CTLD_PID" "$SLURMCTLD" slurmctld
     stop_pidfile "$MUNGE_PID" "$MUNGED" munged
 }
@@ -135,7 +154,8 @@ write_conf() {
         nodelines="NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${PXT_CPUS} Sockets=1 CoresPerSocket=${PXT_CPUS} ThreadsPerCore=1 RealMemory=${PXT_REALMEM_MB} State=UNKNOWN"
         partnodes=$HOST
     else
-        pidfile="$PXT_NODE_DIR/%n/slurmd.pid" spool=/var/lib/slurm/slurmd-%n log=/var/log/slurm/slurmd-%n.log
+        # (SlurmdPidFile: in the node's own /run, a pid of the node's pid namespace)
+        spool=/var/lib/slurm/slurmd-%n log=/var/log/slurm/slurmd-%n.log
         nodelines=$(for i in "${!NODES[@]}"; do
             printf 'NodeName=%s NodeHostname=%s NodeAddr=127.0.0.1 Port=%s CPUs=%s Sockets=1 CoresPerSocket=%s ThreadsPerCore=1 RealMemory=%s State=UNKNOWN\n' \
                 "${NODES[$i]}" "${NODES[$i]}" $((6831 + i)) "$PXT_CPUS" "$PXT_CPUS" "$PXT_REALMEM_MB"
@@ -209,7 +229,6 @@ EOF
     if [ "$CONF_CHANGED" = 1 ]; then
         ok "slurm.conf written (node(s) ${NODES[*]}, CPUs=${PXT_CPUS} each, proctrack/${proctrack})"
     fi
-    PROCTRACK=$proctrack
 }
 
 node_state() { sinfo -h -n "$1" -o '%T' 2>/dev/null | head -1; }
@@ -252,8 +271,12 @@ ensure_node_usable() {
 }
 
 # launch_slurmd NODE BOOT: start the slurmd of NODE (it daemonizes and writes its pidfile).
-# BOOT=1: the node was down, so it comes up with an empty /tmp and /run, as after a reboot
-# with tmpfs there; a mere slurmd restart (plugstack.sh) keeps them, as on a real node.
+# A namespaced node's /tmp and /run are tmpfs mounted on the host at $PXT_NODE_DIR/NODE/
+# (node-ns.sh binds them into the node), so the tests can see what a node holds; they must
+# be file system roots, as on a real node: `enroot list -f` matches a container's rootfs
+# against its path below the mount point of ENROOT_DATA_PATH (a bind of a subdirectory made
+# every running container "<unknown>"). BOOT=1: the node was down, so it comes up with empty
+# ones, as after a reboot; a mere slurmd restart (plugstack.sh) keeps them, as on a real node.
 launch_slurmd() {
     local node="$1" boot="$2" d
     if [ "$node" = "$HOST" ]; then
@@ -261,42 +284,48 @@ launch_slurmd() {
         return
     fi
     d=$PXT_NODE_DIR/$node
-    if [ "$boot" = 1 ]; then rm -rf "$d/tmp" "$d/run"; fi
-    install -d -m 0755 "$PXT_NODE_DIR" "$d" "$d/run"
-    install -d -m 1777 "$d/tmp"
-    daemon_run env PXT_STATE="$PXT_STATE" PXT_NODE_DIR="$PXT_NODE_DIR" PXT_LOG="$PXT_LOG" \
-        unshare --mount --uts --propagation private -- \
-        "$PXT_HARNESS/node-ns.sh" "$node" "$PROCTRACK" -f "$SLURM_ETC/slurm.conf"
+    if [ "$boot" = 1 ]; then node_fs_off "$node"; fi
+    install -d -m 0755 "$PXT_NODE_DIR" "$d" "$d/run" "$d/tmp"
+    mountpoint -q "$d/tmp" || mount -t tmpfs -o mode=1777,nosuid,nodev,size=4g "pxt-$node-tmp" "$d/tmp"
+    mountpoint -q "$d/run" || mount -t tmpfs -o mode=0755,nosuid,nodev,size=256m "pxt-$node-run" "$d/run"
+    rm -f "$d/node.pid"
+    # unshare stays as the parent of the namespace's init (node-ns.sh), which writes its
+    # host pid to node.pid and runs slurmd in the foreground
+    (
+        close_inherited_fds
+        cd /
+        exec env -i PATH="$PXT_DAEMON_PATH" LANG=C.UTF-8 PXT_STATE="$PXT_STATE" PXT_NODE_DIR="$PXT_NODE_DIR" \
+            PXT_LOG="$PXT_LOG" setsid unshare --mount --uts --pid --fork --propagation private -- \
+            "$PXT_HARNESS/node-ns.sh" "$node" -f "$SLURM_ETC/slurm.conf"
+    ) </dev/null >>"$PXT_LOG/node-$node.log" 2>&1 &
 }
 
 # start_slurmds [force]: every configured node's slurmd running (restarted when forced or
 # when the configuration changed); slurmds of nodes no longer configured are stopped.
 start_slurmds() {
-    local force="${1-}" n pidfile boot started=()
+    local force="${1-}" n boot started=()
     for n in $(known_nodes | sort -u); do
-        if ! printf '%s\n' "${NODES[@]}" | grep -qxF "$n"; then stop_slurmd "$n"; fi
+        if ! printf '%s\n' "${NODES[@]}" | grep -qxF "$n"; then node_off "$n"; fi
     done
     printf '%s\n' "${NODES[@]}" > "$NODES_FILE.tmp" && mv -f "$NODES_FILE.tmp" "$NODES_FILE"
     for n in "${NODES[@]}"; do
-        pidfile=$(slurmd_pidfile "$n")
-        if [ -z "$force" ] && [ "$CONF_CHANGED" = 0 ] && pid_of "$pidfile" "$SLURMD" >/dev/null; then
+        if [ -z "$force" ] && [ "$CONF_CHANGED" = 0 ] && node_pid "$n" >/dev/null; then
             continue
         fi
         boot=1
-        if pid_of "$pidfile" "$SLURMD" >/dev/null; then boot=0; fi
+        if node_pid "$n" >/dev/null; then boot=0; fi
         stop_slurmd "$n"
         launch_slurmd "$n" "$boot" \
             || { tail -20 "$(slurmd_log "$n")" >&2; die "slurmd $n failed to start (see $(slurmd_log "$n"))"; }
         started+=("$n")
     done
     for n in "${started[@]}"; do
-        pidfile=$(slurmd_pidfile "$n")
-        pid_of "$pidfile" "$SLURMD" >/dev/null || wait_for 10 "slurmd $n pidfile" pid_of "$pidfile" "$SLURMD" \
+        node_pid "$n" >/dev/null || wait_for 10 "slurmd $n pidfile" node_pid "$n" \
             || { tail -20 "$(slurmd_log "$n")" >&2; die "slurmd $n exited right after start (see $(slurmd_log "$n"))"; }
     done
     for n in "${NODES[@]}"; do ensure_node_usable "$n"; done
     for n in "${started[@]}"; do
-        ok "slurmd up (pid $(pid_of "$(slurmd_pidfile "$n")" "$SLURMD")), node $n $(node_state "$n")"
+        ok "slurmd up (pid $(node_pid "$n")), node $n $(node_state "$n")"
     done
 }
 
@@ -307,8 +336,7 @@ status() {
         if pid_of "$p" "$e" >/dev/null; then echo "${n%%:*}: running (pid $(pid_of "$p" "$e"))"; else echo "${n%%:*}: stopped"; fi
     done
     for n in $(pxt_node_names); do
-        p=$(slurmd_pidfile "$n")
-        if pid_of "$p" "$SLURMD" >/dev/null; then echo "slurmd $n: running (pid $(pid_of "$p" "$SLURMD"))"; else echo "slurmd $n: stopped"; fi
+        if node_pid "$n" >/dev/null; then echo "slurmd $n: running (pid $(node_pid "$n"))"; else echo "slurmd $n: stopped"; fi
     done
     sinfo 2>/dev/null || true
 }
@@ -328,7 +356,6 @@ case "${1-up}" in
         # the nodes as configured last (whatever PXT_NODES says now): plugstack.sh restarts
         # them after a change of the plugin stack, also in the middle of a multi-node stage
         mapfile -t NODES < <(pxt_node_names)
-        PROCTRACK=$(sed -n 's|^ProctrackType=proctrack/||p' "$SLURM_ETC/slurm.conf")
         start_slurmds force ;;
     status)
         status ;;

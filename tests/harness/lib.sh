@@ -148,10 +148,25 @@ pxt_node_names() {
     if [ -s "$PXT_STATE/cluster-nodes" ]; then cat "$PXT_STATE/cluster-nodes"; else hostname -s; fi
 }
 
-# slurmd_pidfile NODE: where the slurmd of NODE writes its pid (SlurmdPidFile): the host's
-# own node keeps Debian's path, the namespaced nodes a path outside their private /run.
+# slurmd_pidfile NODE, slurmd_exe NODE: the process that stands for NODE's slurmd: the host's
+# own slurmd, or for a namespaced node the init of its pid namespace (node-ns.sh, a bash),
+# whose end takes that node's slurmd and every process of the node with it.
 slurmd_pidfile() {
-    if [ "$1" = "$(hostname -s)" ]; then echo /run/slurm/slurmd.pid; else echo "$PXT_NODE_DIR/$1/slurmd.pid"; fi
+    if [ "$1" = "$(hostname -s)" ]; then echo /run/slurm/slurmd.pid; else echo "$PXT_NODE_DIR/$1/node.pid"; fi
+}
+slurmd_exe() {
+    if [ "$1" = "$(hostname -s)" ]; then echo /usr/sbin/slurmd; else readlink -f /bin/bash; fi
+}
+
+# node_pid NODE: the pid (host's view) of that process, if it runs (for a namespaced node:
+# a bash running node-ns.sh for NODE, not any bash that got the pid later).
+node_pid() {
+    local pid
+    pid=$(pid_of "$(slurmd_pidfile "$1")" "$(slurmd_exe "$1")") || return 1
+    if [ "$1" != "$(hostname -s)" ]; then
+        tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "node-ns.sh $1 " || return 1
+    fi
+    printf '%s\n' "$pid"
 }
 
 # slurmd_log NODE: the SlurmdLogFile of NODE.
@@ -164,7 +179,7 @@ slurmd_log() {
 slurmd_pids() {
     local n out=()
     for n in $(pxt_node_names); do
-        out+=("$n=$(pid_of "$(slurmd_pidfile "$n")" /usr/sbin/slurmd || true)")
+        out+=("$n=$(node_pid "$n" || true)")
     done
     echo "${out[*]}"
 }

@@ -143,7 +143,7 @@ assert_ranks6() {
         > "$SHARED/holder.out" 2>&1 3>&- &
     HOLDER_PID=$!
     local end=$((SECONDS + 90))
-    until [ "$(grep -c '^HOLD ' "$SHARED/holder.out" 2>/dev/null || true)" -eq 3 ]; do
+    until [ "$(cat "$SHARED/holder.out" 2>/dev/null | grep -c '^HOLD ' || true)" -eq 3 ]; do
         kill -0 "$HOLDER_PID" 2>/dev/null || { cat "$SHARED/holder.out" >&2; return 1; }
         [ "$SECONDS" -lt "$end" ] || { cat "$SHARED/holder.out" >&2; return 1; }
         sleep 0.3
@@ -218,7 +218,7 @@ EOF
         > "$SHARED/step.out" 2>&1 3>&- &
     HOLDER_PID=$!
     local end=$((SECONDS + 90))
-    until [ "$(grep -c '^UP ' "$SHARED/step.out" 2>/dev/null || true)" -eq 3 ]; do
+    until [ "$(cat "$SHARED/step.out" 2>/dev/null | grep -c '^UP ' || true)" -eq 3 ]; do
         kill -0 "$HOLDER_PID" 2>/dev/null || { cat "$SHARED/step.out" >&2; return 1; }
         [ "$SECONDS" -lt "$end" ] || { cat "$SHARED/step.out" >&2; return 1; }
         sleep 0.3
