@@ -11,10 +11,13 @@
 #                                         also the suites against Slurm 24.11 (trixie) and 26.05
 #                                         (sid), each in its own namespaced Debian root filesystem
 #                                         (tests/harness/release.sh); per-release counts at the end
+#   PXT_SKIP_FUZZ=1 tests/run-all.sh      skip the short fuzzing run (tests/fuzz/run.sh)
 #
 #   1. Debian packages (tests/harness/packages.sh), cargo fmt --check, cargo clippy --workspace --all-targets -D warnings,
 #      the spank-sys bindings drift check (tools/check-bindings.sh),
-#      cargo test --workspace (unit tests and the enroot double's tests)
+#      cargo test --workspace (unit tests and the enroot double's tests),
+#      the fuzz targets' seed replay and a short coverage-guided run of each
+#      (tests/fuzz/run.sh --seconds ${PXT_FUZZ_SECONDS:-5}; docs/fuzzing.md)
 #   2. tests/harness/up.sh: packages, single-node Slurm, enroot, images, the plugin
 #      built and installed with `make install`, plugstack.conf
 #   3. make check-symbols (the exported symbols are exactly pyxis's)
@@ -89,6 +92,13 @@ if [ -z "${PXT_SKIP_STATIC:-}" ]; then
     fi
 else
     SUMMARY+=("skip  fmt, clippy, cargo test  (PXT_SKIP_STATIC set)")
+fi
+if [ -z "${PXT_SKIP_FUZZ:-}" ]; then
+    # the committed seeds and findings through every target, then a few seconds of afl each
+    step fuzz-replay bash -c 'cd tests/fuzz && cargo test --release --locked' || true
+    step fuzz bash tests/fuzz/run.sh --seconds "${PXT_FUZZ_SECONDS:-5}" || true
+else
+    SUMMARY+=("skip  fuzz  (PXT_SKIP_FUZZ set)")
 fi
 
 # ---------------------------------------------------------------- 2. test environment

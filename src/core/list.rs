@@ -13,6 +13,8 @@
 
 use thiserror::Error;
 
+use crate::core::text::printable;
+
 /// What `enroot list -f` says about one container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContainerState {
@@ -31,7 +33,7 @@ pub enum ListError {
     #[error("\"enroot list -f\" did not produce any usable output")]
     NoOutput,
     /// The pid column of the matching line is not a pid.
-    #[error("couldn't parse pid in \"enroot list -f\" output: {0}")]
+    #[error("couldn't parse pid in \"enroot list -f\" output: {}", printable(.0))]
     InvalidPid(String),
 }
 
@@ -80,6 +82,16 @@ fn parse_pid(token: &str) -> Result<ContainerState, ListError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_pid_message_escapes_control_characters() {
+        // found by tests/fuzz (target list): the token went raw into slurmstepd's log
+        let err = find_container("NAME PID\nc 1\x1b[2J\x07\n", "c").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "couldn't parse pid in \"enroot list -f\" output: 1\\u{1b}[2J\\u{7}"
+        );
+    }
 
     const HEADER: &str = "NAME      PID  COMM  STATE  STARTED  TIME  MNTNS  USERNS  COMMAND\n";
 

@@ -15,6 +15,8 @@
 
 use thiserror::Error;
 
+use crate::core::text::printable;
+
 /// Default flags for a path source (`./x`, `/x`, `../x`).
 const PATH_FLAGS: &str = "x-create=auto,rbind";
 /// Default flags for the `tmpfs` source.
@@ -42,7 +44,7 @@ pub enum MountError {
     #[error("--container-mounts: argument required")]
     ArgumentRequired,
     /// An entry has an empty source or an empty target.
-    #[error("--container-mounts: invalid format: {0}")]
+    #[error("--container-mounts: invalid format: {}", printable(.0))]
     InvalidFormat(String),
     /// The source is neither a path nor `tmpfs`/`umount`.
     #[error("mount source must be a relative path, an absolute path, \"tmpfs\" or \"umount\"")]
@@ -61,7 +63,7 @@ pub enum MountError {
         dst: String,
     },
     /// User flags that would break the fstab line (not checked by pyxis).
-    #[error("--container-mounts: invalid mount flags: {flags}")]
+    #[error("--container-mounts: invalid mount flags: {}", printable(.flags))]
     InvalidFlags {
         /// The user flags as given (still with `+`).
         flags: String,
@@ -81,9 +83,11 @@ impl MountError {
             MountError::ArgumentRequired | MountError::InvalidFormat(_) => None,
             MountError::InvalidSource { src, dst }
             | MountError::InvalidTarget { src, dst }
-            | MountError::InvalidFlags { src, dst, .. } => {
-                Some(format!("could not add mount entry: {src}:{dst}"))
-            }
+            | MountError::InvalidFlags { src, dst, .. } => Some(format!(
+                "could not add mount entry: {}:{}",
+                printable(src),
+                printable(dst)
+            )),
         }
     }
 }
@@ -222,6 +226,25 @@ impl MountEntry {
 mod tests {
     use super::*;
 
+    #[test]
+    fn messages_escape_control_characters() {
+        // found by tests/fuzz (targets mount, args, pyxis_env): user bytes went raw into
+        // the messages slurmstepd logs, so a newline forged a log line
+        let e = parse_mounts(":\n/a").unwrap_err();
+        assert_eq!(e.to_string(), "--container-mounts: invalid format: :\\n/a");
+        let e = parse_mounts("\u{18}/a:/b").unwrap_err();
+        assert_eq!(
+            e.followup().as_deref(),
+            Some("could not add mount entry: \\u{18}/a:/b")
+        );
+        let e = parse_mounts("/a:/b:ro\u{7f}").unwrap_err();
+        assert!(e.to_string().ends_with("ro\\u{7f}"), "{e}");
+        assert_eq!(
+            e.followup().as_deref(),
+            Some("could not add mount entry: /a:/b")
+        );
+    }
+
     fn entry(source: &str, target: &str, flags: &str) -> MountEntry {
         MountEntry {
             source: source.into(),
@@ -333,12 +356,12 @@ mod tests {
             ),
             (
                 "/a:/b:ro\nrw",
-                "--container-mounts: invalid mount flags: ro\nrw",
+                "--container-mounts: invalid mount flags: ro\\nrw",
                 Some("could not add mount entry: /a:/b"),
             ),
             (
                 "/a:/b:ro\t",
-                "--container-mounts: invalid mount flags: ro\t",
+                "--container-mounts: invalid mount flags: ro\\t",
                 Some("could not add mount entry: /a:/b"),
             ),
         ];
