@@ -12,6 +12,7 @@
 #                                         (sid), each in its own namespaced Debian root filesystem
 #                                         (tests/harness/release.sh); per-release counts at the end
 #   PXT_SKIP_FUZZ=1 tests/run-all.sh      skip the short fuzzing run (tests/fuzz/run.sh)
+#   PXT_SKIP_MEMCHECK=1 tests/run-all.sh  skip valgrind memcheck of the plugin (tools/memcheck.sh)
 #
 #   1. Debian packages (tests/harness/packages.sh), cargo fmt --check, cargo clippy --workspace --all-targets -D warnings,
 #      the spank-sys bindings drift check (tools/check-bindings.sh),
@@ -20,7 +21,7 @@
 #      (tests/fuzz/run.sh --seconds ${PXT_FUZZ_SECONDS:-5}; docs/fuzzing.md)
 #   2. tests/harness/up.sh: packages, single-node Slurm, enroot, images, the plugin
 #      built and installed with `make install`, plugstack.conf
-#   3. make check-symbols (the exported symbols are exactly pyxis's)
+#   3. make check-symbols (the exported symbols are exactly pyxis's), tools/memcheck.sh
 #   4. the integration suites in tests/integration/*.bats as the unprivileged test
 #      user through real srun/sbatch/salloc; config.bats and root_*.bats (they rewrite
 #      plugstack.conf) as root
@@ -108,6 +109,12 @@ step harness-up "$PXT_HARNESS/up.sh" || up_ok=
 # ---------------------------------------------------------------- 3. exported symbols
 if [ -n "$up_ok" ]; then
     step check-symbols make check-symbols || true
+fi
+# valgrind memcheck of srun's option parsing and of whole steps (docs/memcheck.md)
+if [ -n "$up_ok" ] && [ -z "${PXT_SKIP_MEMCHECK:-}" ]; then
+    step memcheck tools/memcheck.sh || true
+elif [ -n "${PXT_SKIP_MEMCHECK:-}" ]; then
+    SUMMARY+=("skip  memcheck  (PXT_SKIP_MEMCHECK set)")
 fi
 
 # ---------------------------------------------------------------- 4. integration suites

@@ -23,6 +23,8 @@ PKGS=(
   busybox-static
   # test runner and the tools the tests and the harness call
   bats procps psmisc iproute2 util-linux jq curl rsync binutils make strace
+  # tools/memcheck.sh (valgrind memcheck of the plugin, gcc for its harness)
+  valgrind gcc libc6-dev
   # bindgen (spank-sys) needs libclang
   libclang-dev clang
   # image tooling for later suites (loopback registry, OCI layouts)

@@ -49,12 +49,45 @@ fn report(err: Error) -> i32 {
     }
 }
 
+/// True when `ENROOT_DOUBLE_HANG` (a comma-separated list of subcommands) names this
+/// invocation's subcommand: the fault-injection suite's "enroot hangs" knob.
+fn hangs(args: &[OsString], knob: Option<&std::ffi::OsStr>) -> bool {
+    let (Some(knob), Some(cmd)) = (knob.and_then(|k| k.to_str()), args.first()) else {
+        return false;
+    };
+    knob.split(',')
+        .any(|c| !c.is_empty() && std::ffi::OsStr::new(c) == cmd)
+}
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     record::record(&args);
+    if hangs(&args, std::env::var_os("ENROOT_DOUBLE_HANG").as_deref()) {
+        // until killed: the caller's deadline or a signal is what ends it
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     let status = match cli::parse(&args).and_then(commands::run) {
         Ok(()) => 0,
         Err(e) => report(e),
     };
     std::process::exit(status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hangs;
+    use std::ffi::{OsStr, OsString};
+
+    #[test]
+    fn hang_knob_names_subcommands() {
+        let create: Vec<OsString> = vec!["create".into(), "-n".into(), "x".into()];
+        assert!(hangs(&create, Some(OsStr::new("create"))));
+        assert!(hangs(&create, Some(OsStr::new("start,create"))));
+        assert!(!hangs(&create, Some(OsStr::new("start"))));
+        assert!(!hangs(&create, Some(OsStr::new(""))));
+        assert!(!hangs(&create, None));
+        assert!(!hangs(&[], Some(OsStr::new("create"))));
+    }
 }
