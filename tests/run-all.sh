@@ -157,7 +157,7 @@ if [ -n "$up_ok" ]; then
     fi
     # suites that rewrite plugstack.conf run as root: config.bats and root_*.bats;
     # *multinode*.bats need the multi-node cluster: they run in stage 5
-    is_root_suite() { case "$1" in config.bats | root_*.bats) return 0 ;; *) return 1 ;; esac; }
+    is_root_suite() { case "$1" in config.bats | root_*.bats | docs.bats) return 0 ;; *) return 1 ;; esac; }
     is_mn_suite() { case "$1" in *multinode*.bats) return 0 ;; *) return 1 ;; esac; }
     suites=() user_suites=() root_suites=() mn_user_suites=() mn_root_suites=()
     if [ $# -gt 0 ]; then
