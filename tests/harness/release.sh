@@ -17,7 +17,7 @@
 # ROOT/var/log/pyxis-rs-test/run-all/. Every daemon lives in the PID namespace, which dies
 # with its first process: the inner run stops them by pidfile (cluster.sh down), and
 # nothing outlives the namespace. Environment: PXT_RELEASE_CACHE (/var/cache/pyxis-rs),
-# PXT_RELEASE_MIRROR (the host's Debian mirror), PXT_RELEASE_TIMEOUT (2400 s).
+# PXT_RELEASE_MIRROR (the host's Debian mirror), PXT_RELEASE_TIMEOUT (1200 s).
 # shellcheck source=tests/harness/lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
@@ -26,7 +26,7 @@ REL="${1-}"
 case "$REL" in trixie | sid | forky) ;; *) die "usage: $0 trixie|sid [SUITE.bats ...] | RELEASE --prepare" ;; esac
 shift
 : "${PXT_RELEASE_CACHE:=/var/cache/pyxis-rs}"
-: "${PXT_RELEASE_TIMEOUT:=2400}"
+: "${PXT_RELEASE_TIMEOUT:=1200}"
 ROOT="$PXT_RELEASE_CACHE/$REL"
 SRC=/opt/pyxis-rs        # the repository copy inside the root filesystem
 LOGF="$PXT_LOG/release-$REL.log"
