@@ -90,6 +90,15 @@ build() {
     log "$REL: building the plugin against $ROOT/usr/include/slurm (Slurm $(SLURM_INCLUDE_DIR=$inc "$PXT_REPO/tools/slurm-release.sh"))"
     (cd "$PXT_REPO" && SLURM_INCLUDE_DIR="$inc" CARGO_TARGET_DIR="$tgt" cargo build --release --locked -p pyxis-rs) >>"$LOGF" 2>&1 \
         || { tail -30 "$LOGF" >&2; die "building the plugin for $REL failed (see $LOGF)"; }
+    # the drift check of this release's committed snapshot (tools/check-bindings.sh does the
+    # host's): the bindings just generated from its headers must be the snapshot
+    local ver gen
+    ver=$(SLURM_INCLUDE_DIR="$inc" "$PXT_REPO/tools/slurm-release.sh")
+    gen=$(ls -t "$tgt"/release/build/spank-sys-*/out/bindings.rs 2>/dev/null | head -1)
+    [ -n "$gen" ] || die "no generated bindings under $tgt"
+    diff -u "$PXT_REPO/spank-sys/pregenerated/bindings-$ver.rs" "$gen" >>"$LOGF" 2>&1 \
+        || die "spank-sys/pregenerated/bindings-$ver.rs differs from Slurm $ver's headers in $REL (diff in $LOGF; refresh: cp $gen spank-sys/pregenerated/bindings-$ver.rs)"
+    ok "$REL: plugin built for Slurm $ver, bindings match spank-sys/pregenerated/bindings-$ver.rs"
     (cd "$PXT_REPO" && cargo build --release --locked -p enroot-double) >>"$LOGF" 2>&1 \
         || { tail -30 "$LOGF" >&2; die "building the enroot test double failed (see $LOGF)"; }
     install -d -m 0755 "$ROOT$SRC/target/release"
