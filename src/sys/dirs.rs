@@ -86,12 +86,23 @@ impl Dir {
                 why: "not an absolute path".to_owned(),
             });
         }
+        let untrusted = |why: String| DirError::Untrusted {
+            path: path.to_owned(),
+            why,
+        };
         let root = nix::fcntl::open("/", DIR_FLAGS, Mode::empty())
             .map_err(|e| DirError::io("open", Path::new("/"), e))?;
+        let root_st = fstat(&root).map_err(|e| DirError::io("stat", Path::new("/"), e))?;
+        // Every directory is checked as soon as it is reached, so whatever the walk goes
+        // back to (`..`, an absolute link's `/`) was checked too, and a link is only read
+        // from a directory that is already known to be trusted.
+        if let Some(why) = untrusted_because(&root_st, owner, false) {
+            return Err(untrusted(format!("below / which is {why}")));
+        }
         let mut stack: Vec<(OwnedFd, FileStat)> = vec![(
             root.try_clone()
                 .map_err(|e| DirError::io("open", Path::new("/"), e))?,
-            fstat(&root).map_err(|e| DirError::io("stat", Path::new("/"), e))?,
+            root_st,
         )];
         let mut todo: Vec<OsString> = components(path);
         todo.reverse();
@@ -103,12 +114,21 @@ impl Dir {
                 }
                 continue;
             }
-            let Some((parent, _)) = stack.last() else {
+            let Some((parent, parent_st)) = stack.last() else {
                 break;
             };
             let st = fstatat(parent, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map_err(|e| DirError::io("stat", path, e))?;
             if is_type(&st, SFlag::S_IFLNK) {
+                // In a sticky directory others can write (/tmp), anybody may have made
+                // the link: follow only root's or the owner's (as fs.protected_symlinks).
+                if parent_st.st_mode & 0o022 != 0 && st.st_uid != 0 && st.st_uid != owner {
+                    return Err(untrusted(format!(
+                        "reached through a symlink {} owned by uid {} in a directory other users can write",
+                        printable_name(&name),
+                        st.st_uid
+                    )));
+                }
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(DirError::io("open", path, Errno::ELOOP));
@@ -127,20 +147,21 @@ impl Dir {
             let fd = openat(parent, name.as_os_str(), DIR_FLAGS, Mode::empty())
                 .map_err(|e| DirError::io("open", path, e))?;
             let st = fstat(&fd).map_err(|e| DirError::io("stat", path, e))?;
+            if let Some(why) = untrusted_because(&st, owner, false) {
+                return Err(untrusted(format!(
+                    "reached through {} which is {why}",
+                    printable_name(&name)
+                )));
+            }
             stack.push((fd, st));
         }
-        for (i, (_, st)) in stack.iter().enumerate() {
-            let last = i + 1 == stack.len();
-            if let Some(why) = untrusted_because(st, owner, last) {
-                return Err(DirError::Untrusted {
-                    path: path.to_owned(),
-                    why,
-                });
-            }
-        }
-        let (fd, _) = stack
+        let (fd, st) = stack
             .pop()
             .ok_or_else(|| DirError::io("open", path, Errno::ENOENT))?;
+        // The directory itself must not be writable by others even when sticky.
+        if let Some(why) = untrusted_because(&st, owner, true) {
+            return Err(untrusted(why));
+        }
         Ok(Dir {
             fd,
             path: path.to_owned(),
@@ -365,6 +386,11 @@ fn is_type(st: &FileStat, kind: SFlag) -> bool {
 }
 
 /// Why a directory on a trusted path is not trustworthy, if it is not.
+/// A directory entry's name for a message (user bytes escaped).
+fn printable_name(name: &OsStr) -> String {
+    name.as_bytes().escape_ascii().to_string()
+}
+
 fn untrusted_because(st: &FileStat, owner: u32, last: bool) -> Option<String> {
     let mode = st.st_mode & 0o7777;
     if !is_type(st, SFlag::S_IFDIR) {
@@ -399,6 +425,45 @@ mod tests {
         std::fs::DirBuilder::new().mode(0o755).create(&p).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    #[test]
+    fn links_in_directories_others_can_write_are_not_followed() {
+        let (uid, _) = me();
+        let root = scratch("links");
+        let a = root.join("a");
+        Dir::ensure_trusted(&a, 0o755, uid).unwrap();
+        // a world-writable (not sticky) directory: whatever is reached through it is
+        // refused, an absolute link back to a trusted place or a relative `..` one alike
+        let w = root.join("w");
+        std::fs::create_dir(&w).unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&a, w.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../a", w.join("rel")).unwrap();
+        for link in ["abs", "rel"] {
+            let err = Dir::open_trusted(&w.join(link), uid).unwrap_err();
+            assert!(
+                matches!(&err, DirError::Untrusted { why, .. } if why.contains("writable by other users")),
+                "{link}: {err}"
+            );
+        }
+        Dir::open_trusted(&w.join("..").join("a"), uid).unwrap_err();
+        // a sticky one (like /tmp): the owner's links are followed, anybody else's are not
+        let t = root.join("t");
+        std::fs::create_dir(&t).unwrap();
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::os::unix::fs::symlink(&a, t.join("mine")).unwrap();
+        assert_eq!(
+            Dir::open_trusted(&t.join("mine"), uid).unwrap().path(),
+            t.join("mine")
+        );
+        if uid == 0 {
+            std::os::unix::fs::symlink(&a, t.join("theirs")).unwrap();
+            std::os::unix::fs::lchown(t.join("theirs"), Some(4242), None).unwrap();
+            let err = Dir::open_trusted(&t.join("theirs"), uid).unwrap_err();
+            assert!(err.to_string().contains("owned by uid 4242"), "{err}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
