@@ -225,9 +225,9 @@ EOF
     done
     local step
     step=$(awk '/^UP /{print $3; exit}' "$SHARED/step.out")
-    # the step's container exists on every node while it runs
-    local n
-    for n in $(mn_nodes); do node_containers "$n" | grep -qx "pyxis_$step"; done
+    # the step runs in a container on every node (started straight from the squashfs by
+    # default, so it has no enroot name to look for: the three hosts said UP from inside)
+    [ "$(awk '/^UP /{print $2}' "$SHARED/step.out" | sort -u | grep -c .)" -eq 3 ]
     [ "$(node_procs | grep -c .)" -ge 3 ]
     scancel "$step"
     local rc=0
