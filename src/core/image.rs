@@ -9,6 +9,12 @@
 //! string whose first character is `.` or `/` is a path (so a local tag such
 //! as `.foo` is a file), and an unknown scheme such as `podman://x` becomes
 //! `docker://podman://x`, which enroot then rejects with its own error.
+//!
+//! One addition: Docker's `REGISTRY/IMAGE` (a first component with `.` or `:`, or
+//! `localhost`) is handed to enroot as `REGISTRY#IMAGE` ([`hints::docker_to_enroot`]),
+//! because enroot before 4.0 sends the slash form to Docker Hub.
+
+use super::hints;
 
 /// The source of the container filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,13 +40,15 @@ impl ImageSource {
 pub fn classify(image: &str) -> ImageSource {
     if image.starts_with('.') || image.starts_with('/') {
         ImageSource::Squashfs(image.to_owned())
-    } else if image.starts_with("docker://") || image.starts_with("dockerd://") {
+    } else if image.starts_with("dockerd://") {
         ImageSource::Registry {
             uri: image.to_owned(),
         }
     } else {
+        let rest = image.strip_prefix("docker://").unwrap_or(image);
+        let rest = hints::docker_to_enroot(rest).unwrap_or_else(|| rest.to_owned());
         ImageSource::Registry {
-            uri: format!("docker://{image}"),
+            uri: format!("docker://{rest}"),
         }
     }
 }
@@ -69,6 +77,16 @@ mod tests {
             ("dockerd://ubuntu", reg("dockerd://ubuntu")),
             ("podman://ubuntu", reg("docker://podman://ubuntu")),
             ("DOCKER://x", reg("docker://DOCKER://x")),
+            (
+                "127.0.0.1:5000/repo:tag",
+                reg("docker://127.0.0.1:5000#repo:tag"),
+            ),
+            (
+                "docker://nvcr.io/nvidia/pytorch:24.01-py3",
+                reg("docker://nvcr.io#nvidia/pytorch:24.01-py3"),
+            ),
+            ("dockerd://localhost/x", reg("dockerd://localhost/x")),
+            ("nvidia/cuda", reg("docker://nvidia/cuda")),
         ];
         for (image, want) in cases {
             assert_eq!(classify(image), want, "{image}");

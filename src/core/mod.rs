@@ -13,6 +13,7 @@ pub mod cache;
 pub mod conf_script;
 pub mod config;
 pub mod envfilter;
+pub mod hints;
 pub mod image;
 pub mod list;
 pub mod marker;

@@ -2,10 +2,11 @@
 //! apply `PYXIS_CONTAINER_*` defaults, warn about options that have no effect. Nothing
 //! runs on the submission host.
 
-use tracing::error;
+use tracing::{debug, error};
 
 use super::{register_options, HookResult};
 use crate::core::config::parse_config;
+use crate::core::hints;
 use crate::error::PluginError;
 use crate::spank::Spank;
 use crate::state;
@@ -32,6 +33,9 @@ pub fn init_post_opt() -> HookResult {
             for line in e.log_lines() {
                 error!("{line}");
             }
+        }
+        if let Some(note) = c.args.image.as_deref().and_then(hints::conversion_note) {
+            debug!("{note}");
         }
         for warning in c.args.ignored_option_warnings() {
             error!("{warning}");

@@ -19,6 +19,7 @@ use tracing::{debug, error, info};
 
 use super::{register_options, HookResult};
 use crate::core::config::parse_config;
+use crate::core::hints;
 use crate::error::PluginError;
 use crate::spank::boundary::Rendered;
 use crate::spank::{Spank, BATCH_STEP};
@@ -68,6 +69,9 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
                 error!("{warning}");
             }
             return;
+        }
+        if let Some(note) = s.args.image.as_deref().and_then(hints::conversion_note) {
+            debug!("{note}");
         }
         s.phase = match Step::new(h, s.config.clone(), s.args.clone()) {
             Ok(step) => Phase::Configured(step),

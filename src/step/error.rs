@@ -2,6 +2,7 @@
 //! boundary prints each once: the line with its causes, then [`StepError::details`]
 //! (the captured enroot or importer log).
 
+use crate::core::hints::{self, Phase};
 use crate::core::list::ListError;
 use crate::core::plan::PlanError;
 use crate::core::text::log_block;
@@ -11,6 +12,7 @@ use crate::sys::cache::CacheError;
 use crate::sys::container::StartError;
 use crate::sys::dirs::DirError;
 use crate::sys::fs::{FsError, LockError};
+use crate::sys::hints as probe;
 use crate::sys::ns::NsError;
 use crate::sys::runner::RunError;
 use crate::sys::seccomp::SeccompError;
@@ -204,7 +206,7 @@ impl Report for StepError {
                 _ => Vec::new(),
             },
             StepError::Finish(e) => match e.as_ref() {
-                FinishError::Export { source, .. } => enroot_log(source),
+                FinishError::Export { source, .. } => enroot_log(source, Phase::Export),
                 FinishError::SaveNoCwd => Vec::new(),
             },
             StepError::Deferred(r) => r.details.clone(),
@@ -216,7 +218,7 @@ impl Report for StepError {
 impl PrepareError {
     fn details(&self) -> Vec<String> {
         match self {
-            PrepareError::List(source) => enroot_log(source),
+            PrepareError::List(source) => enroot_log(source, Phase::Other),
             _ => Vec::new(),
         }
     }
@@ -226,13 +228,28 @@ impl CreateError {
     fn details(&self) -> Vec<String> {
         match self {
             CreateError::Recheck(e) => e.details(),
-            CreateError::Import { source, .. }
-            | CreateError::Create { source, .. }
-            | CreateError::CacheFull { source, .. } => enroot_log(source),
-            CreateError::Importer { source, .. } => log_block(
-                "printing importer log file:",
+            CreateError::Import { source, image } => {
+                let mut lines = enroot_log(source, Phase::Import);
+                lines.extend(fetch_hints(image, source));
+                lines
+            }
+            CreateError::Create { source, .. } => enroot_log(source, Phase::Create),
+            // The message names the cache and its keys already.
+            CreateError::CacheFull { source, .. } => log_block(
+                "printing enroot log file:",
                 source.log().unwrap_or_default(),
             ),
+            CreateError::Importer { source, image, .. } => {
+                let log = source.log().unwrap_or_default();
+                let mut lines = log_block("printing importer log file:", log);
+                lines.extend(hints::node_hints(
+                    Phase::Import,
+                    log,
+                    probe::max_user_namespaces(),
+                ));
+                lines.extend(fetch_hints(image, source));
+                lines
+            }
             CreateError::ImporterNoPath { log, .. } => {
                 log_block("printing importer log file:", log)
             }
@@ -244,9 +261,15 @@ impl CreateError {
                             .to_owned(),
                     );
                 }
-                lines.extend(log_block(
-                    "printing enroot log file:",
-                    source.log().unwrap_or_default(),
+                let log = source.log().unwrap_or_default();
+                lines.extend(log_block("printing enroot log file:", log));
+                if let StartError::Spawn(e) = source {
+                    lines.extend(missing_hint(e));
+                }
+                lines.extend(hints::node_hints(
+                    Phase::Other,
+                    log,
+                    probe::max_user_namespaces(),
                 ));
                 lines
             }
@@ -255,6 +278,35 @@ impl CreateError {
     }
 }
 
-fn enroot_log(e: &RunError) -> Vec<String> {
-    log_block("printing enroot log file:", e.log().unwrap_or_default())
+/// The captured log, then what it says about the node (user namespaces, FUSE, disk),
+/// or that enroot is not there at all.
+fn enroot_log(e: &RunError, phase: Phase) -> Vec<String> {
+    let log = e.log().unwrap_or_default();
+    let mut lines = log_block("printing enroot log file:", log);
+    lines.extend(missing_hint(e));
+    lines.extend(hints::node_hints(phase, log, probe::max_user_namespaces()));
+    lines
+}
+
+/// enroot (or the importer) could not be executed because it does not exist.
+fn missing_hint(e: &RunError) -> Option<String> {
+    match e {
+        RunError::Spawn { program, source } if source.kind() == std::io::ErrorKind::NotFound => {
+            Some(if program == "enroot" {
+                hints::enroot_missing(&probe::search_path())
+            } else {
+                format!("{program} does not exist on this node: an admin must install it or fix the plugstack key importer=")
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What a failed fetch of `image` means (registry answers, file names, `#SBATCH` cuts).
+fn fetch_hints(image: &str, e: &RunError) -> Vec<String> {
+    hints::fetch_hints(
+        image,
+        e.log().unwrap_or_default(),
+        probe::file_in_cwd(image),
+    )
 }

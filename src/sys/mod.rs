@@ -8,6 +8,7 @@ pub mod cache;
 pub(crate) mod container;
 pub mod dirs;
 pub(crate) mod fs;
+pub(crate) mod hints;
 pub(crate) mod lockfile;
 pub(crate) mod ns;
 pub mod probe;

@@ -157,6 +157,10 @@ pub enum ArgError {
     /// `--container-image` longer than PATH_MAX - 1.
     #[error("--container-image: argument too long")]
     ImageTooLong,
+    /// `--container-image=HOST:PORT`: a registry without an image, often an `#SBATCH`
+    /// line cut at its `#`.
+    #[error("{}", crate::core::hints::registry_address_message(&printable(.0)))]
+    RegistryOnly(String),
     /// A `--container-mounts` error.
     #[error(transparent)]
     Mount(#[from] MountError),
@@ -291,6 +295,9 @@ impl Args {
                 let a = required(id, arg)?;
                 if a.len() > MAX_VALUE_LEN {
                     return Err(ArgError::ImageTooLong);
+                }
+                if crate::core::hints::is_registry_address(a) {
+                    return Err(ArgError::RegistryOnly(a.to_owned()));
                 }
                 set_once(&mut self.image, a, id)
             }

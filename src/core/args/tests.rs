@@ -100,6 +100,12 @@ fn single_valued_options() {
             Err("--container-image: argument too long"),
         ),
         (&[(Image, Some(&max))], Ok(())),
+        (&[(Image, Some("ubuntu:5000"))], Ok(())),
+        (&[(Image, Some("127.0.0.1:5000/repo:tag"))], Ok(())),
+        (
+            &[(Image, Some("127.0.0.1:5000"))],
+            Err("--container-image: 127.0.0.1:5000 is only a registry address, not an image: name the image too, e.g. 127.0.0.1:5000/IMAGE[:TAG]; in an #SBATCH line an unescaped \"#\" starts a comment, so everything after it is lost: write 127.0.0.1:5000\\#IMAGE[:TAG] there, or use the Docker form 127.0.0.1:5000/IMAGE[:TAG]"),
+        ),
         (
             &[(Workdir, Some(""))],
             Err("--container-workdir: argument required"),

@@ -192,6 +192,19 @@ fn registry_error(r: &Reference, stderr: &[u8]) -> Error {
         eprintln!("[WARN] {line}");
     }
     let lower = text.to_ascii_lowercase();
+    // enroot's `common::curl` words for the answers users must tell apart.
+    if lower.contains("unauthorized") || lower.contains("authentication required") {
+        return Error::msg(format!(
+            "URL {} returned error code: 401 Unauthorized",
+            r.manifest_url("http")
+        ));
+    }
+    if lower.contains("denied") || lower.contains("forbidden") {
+        return Error::msg(format!(
+            "URL {} returned error code: 403 Forbidden",
+            r.manifest_url("http")
+        ));
+    }
     if lower.contains("manifest unknown")
         || lower.contains("name unknown")
         || lower.contains("not found")
