@@ -17,6 +17,8 @@ pub enum PluginError {
     Register(RegisterError),
     #[error(transparent)]
     Arg(#[from] ArgError),
+    #[error(transparent)]
+    Edf(#[from] crate::core::edf::EdfError),
     #[error("unknown option index {0}")]
     UnknownOption(i32),
     #[error(transparent)]

@@ -43,6 +43,9 @@ pub struct ConfScript {
     pub disable_entrypoint: bool,
     /// `--container-env` names.
     pub env_names: Vec<String>,
+    /// `[env]` of the environment file: literal `NAME=VALUE` entries, after the
+    /// forwarded names so that the file's value wins.
+    pub env_values: Vec<(String, String)>,
 }
 
 /// Why the script could not be rendered safely.
@@ -109,7 +112,7 @@ impl ConfScript {
             out.push_str("}\n");
         }
 
-        if !self.env_names.is_empty() {
+        if !self.env_names.is_empty() || !self.env_values.is_empty() {
             out.push_str("environ() {\n");
             for name in &self.env_names {
                 if !is_identifier(name) {
@@ -119,6 +122,14 @@ impl ConfScript {
                 out.push_str(&format!(
                     "\t[ -n \"${{{name}-}}\" ] && printf '%s=%s\\n' {name} \"${{{name}}}\" || :\n"
                 ));
+            }
+            for (name, value) in &self.env_values {
+                if !is_identifier(name) || value.contains('\n') {
+                    return Err(ConfScriptError::InvalidEnvName(name.clone()));
+                }
+                out.push_str("\tprintf '%s\\n' ");
+                out.push_str(&sh_quote(&format!("{name}={value}")));
+                out.push('\n');
             }
             out.push_str("}\n");
         }
@@ -246,6 +257,7 @@ mod tests {
             mounts: vec![mount("/a b", "/c", "x-create=auto,rbind,ro")],
             disable_entrypoint: true,
             env_names: vec!["FOO".into()],
+            env_values: vec![],
         }
         .render()
         .unwrap();
@@ -399,6 +411,24 @@ mod tests {
         .unwrap();
         let out = run(&script, "environ", dir.path(), &[("SET", "1")]);
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "SET=1\n");
+        // Environment-file values are printed literally, after the forwarded names.
+        let value = format!("$(touch {m}) '`x`' $HOME", m = marker.display());
+        let script = ConfScript {
+            env_names: vec!["SET".into()],
+            env_values: vec![
+                ("FILE".into(), value.clone()),
+                ("SET".into(), "file".into()),
+            ],
+            ..ConfScript::default()
+        }
+        .render()
+        .unwrap();
+        let out = run(&script, "environ", dir.path(), &[("SET", "1")]);
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("SET=1\nFILE={value}\nSET=file\n")
+        );
+        assert!(!marker.exists());
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Config {
     pub command_timeout: Duration,
     /// Deadline of the long ones (`import`, `create`, `load`, `export`, importer `get`).
     pub import_timeout: Duration,
+    /// The site's directory of environment definition files (`--environment=NAME`
+    /// looks in `~/.edf` first, then here); `None` when unset or empty.
+    pub environment_path: Option<PathBuf>,
 }
 
 /// `image_cache_path` default: local disk, not the `/run` tmpfs.
@@ -83,6 +86,7 @@ impl Default for Config {
             image_cache_size: DEFAULT_IMAGE_CACHE_SIZE,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             import_timeout: DEFAULT_IMPORT_TIMEOUT,
+            environment_path: None,
         }
     }
 }
@@ -221,6 +225,13 @@ pub fn parse_config<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
                 };
             }
             "use_squashfuse" => config.use_squashfuse = bool_value("use_squashfuse", value)?,
+            "environment_path" => {
+                config.environment_path = if value.is_empty() {
+                    None
+                } else {
+                    Some(path_value("environment_path", value)?)
+                };
+            }
             "image_cache_path" => {
                 config.image_cache_path = match value {
                     "none" | "0" => None,
@@ -265,6 +276,25 @@ mod tests {
         assert_eq!(c.image_cache_size, 50 << 30);
         assert_eq!(c.command_timeout, Duration::from_secs(600));
         assert_eq!(c.import_timeout, Duration::from_secs(7200));
+        assert_eq!(c.environment_path, None);
+    }
+
+    #[test]
+    fn environment_path() {
+        let c = parse_config(&["environment_path=/etc/pyxis/edf"]).unwrap();
+        assert_eq!(c.environment_path, Some(PathBuf::from("/etc/pyxis/edf")));
+        assert_eq!(
+            parse_config(&["environment_path="])
+                .unwrap()
+                .environment_path,
+            None
+        );
+        assert_eq!(
+            parse_config(&["environment_path=edf"])
+                .unwrap_err()
+                .to_string(),
+            "environment_path: must be an absolute path: edf"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod args;
 pub mod cache;
 pub mod conf_script;
 pub mod config;
+pub mod edf;
 pub mod envfilter;
 pub mod hints;
 pub mod image;

@@ -92,6 +92,7 @@ fn rendered_conf_scripts_quote_everything_from_users(arg in pieces(PIECES, 10)) 
             mounts: mounts.clone(),
             disable_entrypoint: false,
             env_names: vec![],
+            env_values: vec![],
         })
         .render() else {
             return Ok(());

@@ -4,12 +4,15 @@
 
 use tracing::{debug, error};
 
-use super::{register_options, HookResult};
+use std::path::PathBuf;
+
+use super::{environment, register_options, HookResult};
 use crate::core::config::parse_config;
 use crate::core::hints;
 use crate::error::PluginError;
 use crate::spank::Spank;
 use crate::state;
+use crate::sys::edf::Reader;
 
 /// `allocator`: sbatch/salloc, where `sbatch_support=0` disables the options.
 ///
@@ -27,12 +30,28 @@ pub fn init(h: &Spank<'_>, allocator: bool) -> HookResult {
     register_options(h)
 }
 
-pub fn init_post_opt() -> HookResult {
+pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
     state::client(|c| {
         for e in c.args.apply_env(|name| std::env::var(name).ok()) {
             for line in e.log_lines() {
                 error!("{line}");
             }
+        }
+        if let Some(name) = environment::requested(&c.args, std::env::var("PYXIS_ENVIRONMENT").ok())
+        {
+            let admin_dir = match &c.config {
+                Some(config) => config.environment_path.clone(),
+                None => environment::admin_dir_of(h.plugin_args()),
+            };
+            let reader = Reader {
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+                groups: Vec::new(),
+                home: std::env::var_os("HOME").map(PathBuf::from),
+                admin_dir,
+                cwd: std::env::current_dir().ok(),
+            };
+            environment::apply(&mut c.args, &name, &reader, &|v| std::env::var(v).ok())?;
         }
         if let Some(note) = c.args.image.as_deref().and_then(hints::conversion_note) {
             debug!("{note}");
@@ -40,6 +59,6 @@ pub fn init_post_opt() -> HookResult {
         for warning in c.args.ignored_option_warnings() {
             error!("{warning}");
         }
-    });
-    Ok(())
+        Ok(())
+    })
 }

@@ -9,6 +9,7 @@
 //! | remote | slurmstepd and its tasks | `stepd.rs` |
 
 mod client;
+mod environment;
 mod epilog;
 mod slurmd;
 pub mod stepd;
@@ -32,7 +33,7 @@ pub fn init(h: &Spank<'_>) -> HookResult {
 
 pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
     match Context::current() {
-        Context::Local | Context::Allocator => client::init_post_opt(),
+        Context::Local | Context::Allocator => client::init_post_opt(h),
         Context::Remote => stepd::init_post_opt(h),
         _ => Ok(()),
     }

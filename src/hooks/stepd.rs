@@ -17,7 +17,9 @@
 
 use tracing::{debug, error, info};
 
-use super::{register_options, HookResult};
+use std::path::PathBuf;
+
+use super::{environment, register_options, HookResult};
 use crate::core::config::parse_config;
 use crate::core::hints;
 use crate::error::PluginError;
@@ -26,6 +28,7 @@ use crate::spank::{Spank, BATCH_STEP};
 use crate::state::{self, Phase, State, Stepd};
 use crate::step::seams::{Io, Process, Runner};
 use crate::step::{Step, StepError};
+use crate::sys::edf::Reader;
 
 /// The seams of a hook: this callback's SPANK handle, the real enroot and process.
 fn io<'a>(h: &'a Spank<'_>) -> Io<'a> {
@@ -58,6 +61,10 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
                 error!("{line}");
             }
         }
+        if let Err(e) = apply_environment(h, s) {
+            s.phase = Phase::SetupFailed(Rendered::of(&e));
+            return;
+        }
         // sbatch_support=0 must also hold on the node: options can reach the batch step
         // through PYXIS_CONTAINER_* or _SLURM_SPANK_OPTION_pyxis_* (W23).
         if s.args.enabled() && !s.config.sbatch_support && h.step_id().ok() == Some(BATCH_STEP) {
@@ -82,6 +89,31 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
         };
     });
     Ok(())
+}
+
+/// `--environment` / `PYXIS_ENVIRONMENT` (job env), read as the job user.
+fn apply_environment(h: &Spank<'_>, s: &mut Stepd) -> Result<(), PluginError> {
+    let job_env = |name: &str| {
+        h.getenv(name)
+            .ok()
+            .flatten()
+            .and_then(|v| v.into_string().ok())
+    };
+    let Some(name) = environment::requested(&s.args, job_env("PYXIS_ENVIRONMENT")) else {
+        return Ok(());
+    };
+    let item = |what: &'static str| move |source| PluginError::Spank { what, source };
+    let reader = Reader {
+        uid: h.job_uid().map_err(item("couldn't get job uid"))?,
+        gid: h.job_gid().map_err(item("couldn't get job gid"))?,
+        groups: h
+            .supplementary_gids()
+            .map_err(item("couldn't get job supplementary gids"))?,
+        home: job_env("HOME").map(PathBuf::from),
+        admin_dir: s.config.environment_path.clone(),
+        cwd: job_env("PWD").map(PathBuf::from),
+    };
+    environment::apply(&mut s.args, &name, &reader, &job_env)
 }
 
 pub fn user_init(h: &Spank<'_>) -> HookResult {

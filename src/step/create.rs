@@ -373,6 +373,7 @@ impl Step {
             mounts: plan.mounts.clone(),
             disable_entrypoint: !plan.entrypoint,
             env_names: self.args.env_names.clone(),
+            env_values: self.args.env_values.clone(),
         }
         .render()
         .map_err(|e| CreateError::ConfScript(e.to_string()))?;

@@ -7,6 +7,7 @@
 pub mod cache;
 pub(crate) mod container;
 pub mod dirs;
+pub(crate) mod edf;
 pub(crate) mod fs;
 pub(crate) mod hints;
 pub(crate) mod lockfile;

@@ -4,7 +4,8 @@
 # alone and an #SBATCH line cut at its "#" get the escaping advice, a file name
 # without "./" gets a hint, and 401/403/404 from a registry are told apart. Each hint
 # is printed once per step. The 401/403 answers come from the refusing loopback
-# registry of tests/harness/refusing_registry.py, started here on 127.0.0.1:5001.
+# registry of refusing_registry.py (next to this suite, which run-all.sh copies for the
+# test user), started here on 127.0.0.1:5001 and stopped by its pidfile.
 # Node causes (user namespaces, /dev/fuse, enroot missing) are in root_errors.bats.
 
 load common
@@ -13,9 +14,8 @@ load containers
 REFUSING_PORT=5001
 
 setup_file() {
-    local harness="${PXT_HARNESS:-$BATS_TEST_DIRNAME/../harness}"
     export REFUSING_PID="$BATS_FILE_TMPDIR/refusing.pid"
-    python3 "$harness/refusing_registry.py" "$REFUSING_PORT" "$REFUSING_PID" \
+    python3 "$BATS_TEST_DIRNAME/refusing_registry.py" "$REFUSING_PORT" "$REFUSING_PID" \
         >"$BATS_FILE_TMPDIR/refusing.log" 2>&1 3>&- &
     local i
     for i in $(seq 50); do

@@ -129,6 +129,10 @@ pub struct Args {
     pub env_names: Vec<String>,
     /// `--container-unshare`.
     pub unshare: Unshare,
+    /// `--environment` (or `PYXIS_ENVIRONMENT`): the file's name or path, verbatim.
+    pub environment: Option<String>,
+    /// `[env]` of the environment file: set in the container, over the image's values.
+    pub env_values: Vec<(String, String)>,
 }
 
 /// Why an option argument (or a `PYXIS_CONTAINER_*` value) was rejected.
@@ -350,6 +354,10 @@ impl Args {
             ),
             OptionId::Env => self.apply_env_names(required(id, arg)?),
             OptionId::Unshare => self.apply_unshare(required(id, arg)?),
+            OptionId::Environment => {
+                let a = required(id, arg)?;
+                set_once(&mut self.environment, a, id)
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The registration table of the 16 `--container-*` options (behaviour spec §4.1):
-//! names, argument placeholders and `--help` texts, verbatim from pyxis 0.24.0.
+//! names, argument placeholders and `--help` texts, verbatim from pyxis 0.24.0, and
+//! pyxis-rs's `--environment`.
 
 /// The 16 options, in registration (and `srun --help`) order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +37,13 @@ pub enum OptionId {
     Env,
     /// `--container-unshare`
     Unshare,
+    /// `--environment` (pyxis-rs: an environment definition file, as CSCS's)
+    Environment,
 }
 
 impl OptionId {
     /// Every option in §4.1 order; `index` is the position in this array.
-    pub const ALL: [OptionId; 16] = [
+    pub const ALL: [OptionId; 17] = [
         OptionId::Image,
         OptionId::Mounts,
         OptionId::Workdir,
@@ -57,6 +60,7 @@ impl OptionId {
         OptionId::Readonly,
         OptionId::Env,
         OptionId::Unshare,
+        OptionId::Environment,
     ];
 
     /// The option registered with `val == i` (0-based position in [`Self::ALL`]).
@@ -86,6 +90,7 @@ impl OptionId {
             OptionId::Readonly => 13,
             OptionId::Env => 14,
             OptionId::Unshare => 15,
+            OptionId::Environment => 16,
         }
     }
 
@@ -116,7 +121,7 @@ impl OptionSpec {
 }
 
 /// The registration table, verbatim names, arginfo and usage texts of §4.1.
-pub const OPTIONS: [OptionSpec; 16] = [
+pub const OPTIONS: [OptionSpec; 17] = [
     OptionSpec {
         id: OptionId::Image,
         name: "container-image",
@@ -226,6 +231,14 @@ pub const OPTIONS: [OptionSpec; 16] = [
         arginfo: Some("NS[,NS...]"),
         usage: "[pyxis] create new namespaces for the container. Supported: net, ipc, uts.",
     },
+    // Not in pyxis; named as in CSCS's Container Engine, so scripts written for it work.
+    OptionSpec {
+        id: OptionId::Environment,
+        name: "environment",
+        arginfo: Some("NAME|PATH"),
+        usage: "[pyxis] environment definition file (TOML): a path, or NAME for NAME.toml in \
+                ~/.edf or the site's directory. Command-line options override its values.",
+    },
 ];
 
 /// The registration entry of `id`.
@@ -248,5 +261,6 @@ pub fn spec(id: OptionId) -> &'static OptionSpec {
         OptionId::Readonly => &OPTIONS[13],
         OptionId::Env => &OPTIONS[14],
         OptionId::Unshare => &OPTIONS[15],
+        OptionId::Environment => &OPTIONS[16],
     }
 }

@@ -31,7 +31,7 @@ fn table_is_consistent() {
         assert!(spec(*id).usage.starts_with("[pyxis] "));
     }
     assert_eq!(OptionId::from_index(-1), None);
-    assert_eq!(OptionId::from_index(16), None);
+    assert_eq!(OptionId::from_index(17), None);
     let with_arg: Vec<&str> = OPTIONS
         .iter()
         .filter(|o| o.has_arg())
@@ -46,7 +46,8 @@ fn table_is_consistent() {
             "container-name",
             "container-save",
             "container-env",
-            "container-unshare"
+            "container-unshare",
+            "environment"
         ]
     );
 }

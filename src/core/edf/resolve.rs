@@ -1,0 +1,241 @@
+//! `base_environment` inheritance and `${VAR}` expansion: files are evaluated bases
+//! first, in order, then the file itself; a later scalar replaces an earlier one,
+//! `mounts` and `[env]` accumulate (a later `[env]` value replaces an earlier one of the
+//! same name), as CSCS's Container Engine does.
+
+use super::parse::{parse, Layer};
+use super::{Edf, EdfError, MAX_DEPTH};
+use crate::core::mount;
+
+/// Why `${...}` could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpandError {
+    Unterminated,
+    Undefined(String),
+}
+
+/// Replaces every `${NAME}` in `s` with `lookup(NAME)`; a `$` not followed by `{` is
+/// kept.
+pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("${") {
+        out.push_str(rest.get(..at).unwrap_or_default());
+        let after = rest.get(at + 2..).unwrap_or_default();
+        let end = after.find('}').ok_or(ExpandError::Unterminated)?;
+        let name = after.get(..end).unwrap_or_default();
+        let value = lookup(name).ok_or_else(|| ExpandError::Undefined(name.to_owned()))?;
+        out.push_str(&value);
+        rest = after.get(end + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// What reads a file: the name as written (in `--environment` or `base_environment`)
+/// and the file that named it (`None` for the command line) → the file as reported and
+/// its text.
+pub type Loader<'a> = dyn FnMut(&str, Option<&str>) -> Result<(String, String), EdfError> + 'a;
+
+/// Every layer of `name`, bases first.
+fn chain(
+    name: &str,
+    parent: Option<&str>,
+    load: &mut Loader<'_>,
+    stack: &mut Vec<String>,
+    out: &mut Vec<Layer>,
+) -> Result<(), EdfError> {
+    let (file, text) = load(name, parent)?;
+    if stack.contains(&file) {
+        return Err(EdfError::Inheritance {
+            file,
+            message: format!("inherits from itself through {}", stack.join(" -> ")),
+        });
+    }
+    if stack.len() >= MAX_DEPTH {
+        return Err(EdfError::Inheritance {
+            file,
+            message: format!("more than {MAX_DEPTH} levels of inheritance"),
+        });
+    }
+    let layer = parse(&file, &text)?;
+    stack.push(file.clone());
+    for base in &layer.bases {
+        chain(base, Some(&file), load, stack, out)?;
+    }
+    stack.pop();
+    out.push(layer);
+    Ok(())
+}
+
+/// Expands one value of `layer`'s `key`.
+fn expanded(
+    layer: &Layer,
+    key: &str,
+    value: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, EdfError> {
+    expand(value, lookup).map_err(|e| {
+        layer.error(
+            key,
+            match e {
+                ExpandError::Unterminated => "unterminated ${".to_owned(),
+                ExpandError::Undefined(v) => format!("${{{v}}} is not set in the environment"),
+            },
+        )
+    })
+}
+
+/// Loads `name` and everything it inherits, and merges them with the host
+/// environment's variables expanded.
+pub fn resolve(
+    name: &str,
+    load: &mut Loader<'_>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Edf, EdfError> {
+    let mut layers = Vec::new();
+    chain(name, None, load, &mut Vec::new(), &mut layers)?;
+    let mut edf = Edf::default();
+    for layer in &layers {
+        if let Some(v) = &layer.image {
+            edf.image = Some(expanded(layer, "image", v, lookup)?);
+        }
+        if let Some(v) = &layer.workdir {
+            edf.workdir = Some(expanded(layer, "workdir", v, lookup)?);
+        }
+        edf.writable = layer.writable.or(edf.writable);
+        edf.entrypoint = layer.entrypoint.or(edf.entrypoint);
+        for m in &layer.mounts {
+            let m = expanded(layer, "mounts", m, lookup)?;
+            mount::parse_mounts(&m).map_err(|e| layer.error("mounts", e.to_string()))?;
+            edf.mounts.push(m);
+        }
+        for (k, v) in &layer.env {
+            let v = expanded(layer, &format!("env.{k}"), v, lookup)?;
+            if v.contains('\n') {
+                return Err(layer.error(&format!("env.{k}"), "a value cannot contain a newline"));
+            }
+            match edf.env.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 = v,
+                None => edf.env.push((k.clone(), v)),
+            }
+        }
+    }
+    Ok(edf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn host(name: &str) -> Option<String> {
+        match name {
+            "USER" => Some("alice".into()),
+            "SCRATCH" => Some("/scratch/alice".into()),
+            _ => None,
+        }
+    }
+
+    fn files(
+        list: &[(&str, &str)],
+    ) -> impl FnMut(&str, Option<&str>) -> Result<(String, String), EdfError> {
+        let map: HashMap<String, String> = list
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str, _parent: Option<&str>| {
+            let file = format!("/edf/{name}.toml");
+            map.get(name)
+                .map(|t| (file, t.clone()))
+                .ok_or(EdfError::NotFound {
+                    name: name.to_owned(),
+                    searched: "/edf".into(),
+                })
+        }
+    }
+
+    #[test]
+    fn expansion() {
+        assert_eq!(expand("/s/${USER}/x", &host).unwrap(), "/s/alice/x");
+        assert_eq!(expand("${USER}${USER}", &host).unwrap(), "alicealice");
+        assert_eq!(expand("$USER $ {x} $", &host).unwrap(), "$USER $ {x} $");
+        assert_eq!(
+            expand("${NOPE}", &host),
+            Err(ExpandError::Undefined("NOPE".into()))
+        );
+        assert_eq!(expand("${USER", &host), Err(ExpandError::Unterminated));
+    }
+
+    #[test]
+    fn inheritance_merges_in_order() {
+        let mut load = files(&[
+            ("common", "image = \"base\"\nmounts = [\"${SCRATCH}:/s\"]\nwritable = true\n[env]\nA = \"common\"\nB = \"common\"\n"),
+            ("gpu", "mounts = [\"/g:/g\"]\n[env]\nB = \"gpu\"\n"),
+            ("top", "base_environment = [\"common\", \"gpu\"]\nworkdir = \"/home/${USER}\"\n[env]\nC = \"top\"\n"),
+        ]);
+        let edf = resolve("top", &mut load, &host).unwrap();
+        assert_eq!(edf.image.as_deref(), Some("base"));
+        assert_eq!(edf.workdir.as_deref(), Some("/home/alice"));
+        assert_eq!(edf.writable, Some(true));
+        assert_eq!(edf.mounts, ["/scratch/alice:/s", "/g:/g"]);
+        let env: Vec<(&str, &str)> = edf
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env, [("A", "common"), ("B", "gpu"), ("C", "top")]);
+    }
+
+    #[test]
+    fn cycles_depth_and_missing_bases_are_errors() {
+        let mut load = files(&[
+            ("a", "base_environment = \"b\"\n"),
+            ("b", "base_environment = \"a\"\n"),
+        ]);
+        let e = resolve("a", &mut load, &host).unwrap_err().to_string();
+        assert!(
+            e.contains("/edf/a.toml: base_environment: inherits from itself"),
+            "{e}"
+        );
+        let deep: Vec<(String, String)> = (0..12)
+            .map(|i| {
+                (
+                    format!("l{i}"),
+                    format!("base_environment = \"l{}\"\n", i + 1),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = deep.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let e = resolve("l0", &mut files(&refs), &host)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 10 levels"), "{e}");
+        let e = resolve(
+            "x",
+            &mut files(&[("x", "base_environment = \"gone\"\n")]),
+            &host,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, EdfError::NotFound { ref name, .. } if name == "gone"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn expansion_errors_name_the_file_line_and_key() {
+        let mut load = files(&[("t", "image = \"x\"\n\n[env]\nP = \"${NOPE}/bin\"\n")]);
+        let e = resolve("t", &mut load, &host).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--environment: /edf/t.toml:4: env.P: ${NOPE} is not set in the environment"
+        );
+        let mut load = files(&[("t", "mounts = [\"${USER}:/x\"]\n")]);
+        let e = resolve("t", &mut load, &host).unwrap_err().to_string();
+        assert!(
+            e.contains("/edf/t.toml:1: mounts: mount source must be"),
+            "{e}"
+        );
+    }
+}
