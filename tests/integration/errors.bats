@@ -39,8 +39,8 @@ teardown() {
     release_jobs
 }
 
-@test "errors: Docker's REGISTRY/IMAGE form runs, and -v says it was converted" {
-    run_srun -v --container-image=127.0.0.1:5000/pyxis/busybox:latest grep PRETTY /etc/os-release
+@test "errors: Docker's REGISTRY/IMAGE form runs, and the step log says it was converted" {
+    run_srun --slurmd-debug=verbose --container-image=127.0.0.1:5000/pyxis/busybox:latest grep PRETTY /etc/os-release
     assert_output_contains "$PXT_PRETTY"
     assert_output_contains "Docker registry syntax, passed to enroot as docker://127.0.0.1:5000#pyxis/busybox:latest"
     assert_output_contains "pyxis: imported docker image: 127.0.0.1:5000/pyxis/busybox:latest"
