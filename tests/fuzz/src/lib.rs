@@ -86,6 +86,7 @@ fn assert_args_invariants(args: &Args) {
         mounts: args.mounts.clone(),
         disable_entrypoint: args.entrypoint == Some(false),
         env_names: args.env_names.clone(),
+        env_values: args.env_values.clone(),
     };
     script.render().expect("accepted options render");
 }
@@ -381,6 +382,7 @@ pub fn conf_script(data: &[u8]) {
         mounts: entries.clone(),
         disable_entrypoint: false,
         env_names: Vec::new(),
+        env_values: Vec::new(),
     };
     let text = script.render().expect("parsed mounts render");
     let out = shell::run(&format!("{text}\nmounts"));
