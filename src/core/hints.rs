@@ -11,6 +11,8 @@
 //! `URL <url> returned error code: <N> <status>`; `enroot-nsenter`:
 //! `failed to create user namespace: <strerror>`), never pyxis-rs's.
 
+use crate::core::text::printable;
+
 /// The enroot credentials file users are pointed at (netrc format).
 pub const CREDENTIALS: &str = "~/.config/enroot/.credentials";
 
@@ -57,7 +59,9 @@ pub fn conversion_note(image: &str) -> Option<String> {
     let rest = image.strip_prefix("docker://").unwrap_or(image);
     docker_to_enroot(rest).map(|to| {
         format!(
-            "--container-image {image}: Docker registry syntax, passed to enroot as docker://{to}"
+            "--container-image {}: Docker registry syntax, passed to enroot as docker://{}",
+            printable(image),
+            printable(&to)
         )
     })
 }
@@ -130,6 +134,8 @@ fn is_bare_host(image: &str) -> bool {
 /// `file_here`: a file named `image` exists in the working directory of the step.
 pub fn fetch_hints(image: &str, log: &str, file_here: bool) -> Vec<String> {
     let mut hints = Vec::new();
+    // Shown in slurmd's log too: a newline in a user string must not forge a line.
+    let image = &printable(image);
     if file_here {
         hints.push(format!(
             "a file named {image} exists in the working directory, but an image without \"/\" or \
@@ -269,6 +275,14 @@ mod tests {
         for (image, want) in cases {
             assert_eq!(docker_to_enroot(image).as_deref(), want, "{image}");
         }
+    }
+
+    #[test]
+    fn user_strings_are_escaped() {
+        let note = conversion_note("a.b/x\nforged").unwrap_or_default();
+        assert!(!note.contains('\n') && note.contains("\\n"), "{note}");
+        let h = fetch_hints("x\ny.sqsh", "", true);
+        assert!(!h[0].contains('\n'), "{h:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub use resolve::{expand, resolve};
 
 use crate::core::args::{ArgError, Args, OptionId};
 use crate::core::mount;
+use crate::core::text::printable;
 
 /// Largest file read, in bytes.
 pub const MAX_FILE_SIZE: u64 = 64 * 1024;
@@ -43,13 +44,13 @@ pub struct Edf {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EdfError {
     /// `--environment=NAME` found nowhere on the search path.
-    #[error("--environment: {name}: no such environment file (searched {searched})")]
+    #[error("--environment: {}: no such environment file (searched {})", printable(.name), printable(.searched))]
     NotFound { name: String, searched: String },
     /// The file exists but could not be read.
-    #[error("--environment: {file}: {message}")]
+    #[error("--environment: {}: {}", printable(.file), printable(.message))]
     Read { file: String, message: String },
     /// A TOML syntax error, an unknown key or a value of the wrong type.
-    #[error("--environment: {file}:{line}: {key}: {message}")]
+    #[error("--environment: {}:{line}: {}: {}", printable(.file), printable(.key), printable(.message))]
     Invalid {
         file: String,
         line: usize,
@@ -57,7 +58,7 @@ pub enum EdfError {
         message: String,
     },
     /// `base_environment` chains deeper than [`MAX_DEPTH`] or in a cycle.
-    #[error("--environment: {file}: base_environment: {message}")]
+    #[error("--environment: {}: base_environment: {}", printable(.file), printable(.message))]
     Inheritance { file: String, message: String },
 }
 
@@ -138,6 +139,20 @@ mod tests {
         assert_eq!(args.entrypoint, Some(true));
         let dsts: Vec<&str> = args.mounts.iter().map(|m| m.target.as_str()).collect();
         assert_eq!(dsts, ["/a", "/b", "/c"], "file first, duplicates once");
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let e = EdfError::Invalid {
+            file: "/h/\x1b.toml".into(),
+            line: 2,
+            key: "a\nb".into(),
+            message: "m\rx".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "--environment: /h/\\u{1b}.toml:2: a\\nb: m\\rx"
+        );
     }
 
     #[test]
