@@ -88,7 +88,8 @@ build() {
     install -d -m 0755 "$inc"
     ln -sfn "$ROOT/usr/include/slurm" "$inc/slurm"
     log "$REL: building the plugin against $ROOT/usr/include/slurm (Slurm $(SLURM_INCLUDE_DIR=$inc "$PXT_REPO/tools/slurm-release.sh"))"
-    (cd "$PXT_REPO" && SLURM_INCLUDE_DIR="$inc" CARGO_TARGET_DIR="$tgt" cargo build --release --locked -p pyxis-rs) >>"$LOGF" 2>&1 \
+    # what `make build` builds (the plugin and the tools installed beside it)
+    (cd "$PXT_REPO" && SLURM_INCLUDE_DIR="$inc" CARGO_TARGET_DIR="$tgt" make build) >>"$LOGF" 2>&1 \
         || { tail -30 "$LOGF" >&2; die "building the plugin for $REL failed (see $LOGF)"; }
     # the drift check of this release's committed snapshot (tools/check-bindings.sh does the
     # host's): the bindings just generated from its headers must be the snapshot
@@ -102,7 +103,9 @@ build() {
     (cd "$PXT_REPO" && cargo build --release --locked -p enroot-double) >>"$LOGF" 2>&1 \
         || { tail -30 "$LOGF" >&2; die "building the enroot test double failed (see $LOGF)"; }
     install -d -m 0755 "$ROOT$SRC/target/release"
-    install -m 0755 "$tgt/release/libspank_pyxis.so" "$ROOT$SRC/target/release/libspank_pyxis.so"
+    # every file `make install` may take from target/release
+    find "$ROOT$SRC/target/release" -mindepth 1 -maxdepth 1 -type f -delete
+    find "$tgt/release" -mindepth 1 -maxdepth 1 -type f -perm -u+x -exec install -m 0755 -t "$ROOT$SRC/target/release" {} +
     install -m 0755 "${CARGO_TARGET_DIR:-$PXT_REPO/target}/release/enroot" "$ROOT$SRC/target/release/enroot"
 }
 
@@ -142,7 +145,7 @@ inside() {
     # pivot_root leaves us in the new root; user namespaces (enroot) refuse to start in a
     # chroot, which is why this is a pivot_root and not a chroot
     exec /usr/bin/env -i PATH="$PXT_DAEMON_PATH" LANG=C.UTF-8 HOME=/root \
-        PXT_PREBUILT=1 CARGO=true CARGO_TARGET_DIR="$SRC/target" PXT_SKIP_STATIC=1 PXT_PROCTRACK=linuxproc PXT_CGROUP_PLUGIN=disabled \
+        PXT_PREBUILT=1 CARGO=true CARGO_TARGET_DIR="$SRC/target" PXT_SKIP_STATIC=1 PXT_SKIP_FUZZ=1 PXT_PROCTRACK=linuxproc PXT_CGROUP_PLUGIN=disabled \
         ${ENROOT:+ENROOT="$ENROOT"} ${PXT_CMD_TIMEOUT:+PXT_CMD_TIMEOUT="$PXT_CMD_TIMEOUT"} \
         /bin/bash -c 'umount -l /.pxt-oldroot && rmdir /.pxt-oldroot
             rc=0; bash '"$SRC"'/tests/run-all.sh "$@" || rc=$?
