@@ -6,7 +6,10 @@
 #   ENROOT=/usr/local/bin/enroot tests/run-all.sh
 #                                         integration suites against a real enroot instead of
 #                                         the project's enroot test double
-#   PXT_SKIP_STATIC=1 tests/run-all.sh    skip fmt/clippy/cargo test (quick iteration)
+#   PXT_SKIP_STATIC=1 tests/run-all.sh    skip fmt/clippy/cargo test (quick iteration; the
+#                                         plugin is then installed with make install)
+#   PXT_INSTALL=deb|make                  install the built deb (default of a full run) or
+#                                         use make install (default with PXT_SKIP_STATIC)
 #   PXT_RELEASES="trixie sid" tests/run-all.sh
 #                                         also the suites against Slurm 24.11 (trixie) and 26.05
 #                                         (sid), each in its own namespaced Debian root filesystem
@@ -19,8 +22,11 @@
 #      cargo test --workspace (unit tests and the enroot double's tests),
 #      the fuzz targets' seed replay and a short coverage-guided run of each
 #      (tests/fuzz/run.sh --seconds ${PXT_FUZZ_SECONDS:-5}; docs/fuzzing.md)
-#   2. tests/harness/up.sh: packages, single-node Slurm, enroot, images, the plugin
-#      built and installed with `make install`, plugstack.conf
+#   2. tests/harness/packaging.sh (PXT_INSTALL=deb): the deb with dpkg-buildpackage (the
+#      same cargo target dir, so the release build is done once), lintian without errors,
+#      the rpm spec with rpmspec --parse and rpmbuild;
+#      tests/harness/up.sh: packages, single-node Slurm, enroot, images, the plugin
+#      installed from that deb (or with `make install`), plugstack.conf
 #   3. make check-symbols (the exported symbols are exactly pyxis's), tools/memcheck.sh
 #   4. the integration suites in tests/integration/*.bats as the unprivileged test
 #      user through real srun/sbatch/salloc; config.bats and root_*.bats (they rewrite
@@ -103,6 +109,16 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. test environment
+if [ -z "${PXT_INSTALL:-}" ]; then
+    if [ -z "${PXT_SKIP_STATIC:-}" ]; then PXT_INSTALL=deb; else PXT_INSTALL=make; fi
+fi
+export PXT_INSTALL
+if [ "$PXT_INSTALL" = deb ]; then
+    if ! step packaging "$PXT_HARNESS/packaging.sh"; then
+        warn "the packages did not build: the suites run against make install instead"
+        PXT_INSTALL=make
+    fi
+fi
 up_ok=1
 step harness-up "$PXT_HARNESS/up.sh" || up_ok=
 

@@ -27,6 +27,9 @@ PKGS=(
   valgrind gcc libc6-dev
   # bindgen (spank-sys) needs libclang
   libclang-dev clang
+  # tests/harness/packaging.sh: the deb is built with debhelper and checked with lintian,
+  # the rpm spec with Debian's rpm (rpmspec, rpmbuild)
+  debhelper dpkg-dev fakeroot lintian rpm
   # image tooling for later suites (loopback registry, OCI layouts)
   docker-registry skopeo umoci
 )
