@@ -81,7 +81,7 @@ doctor_line() {
     run user_run "$DOCTOR"
     printf '%s\n' "$output"
     [ "$status" -eq 1 ]
-    doctor_line runtime-dir | grep -q "^FAIL runtime-dir .*$RT_ROOT is not a directory"
+    doctor_line runtime-dir | grep -q "^FAIL runtime-dir .*$RT_ROOT: Not a directory.* -> fix: remove $RT_ROOT (not a directory) and restart slurmd"
 }
 
 @test "pyxis-doctor cache list and containers list/remove act on the user's own" {

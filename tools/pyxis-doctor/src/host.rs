@@ -259,15 +259,19 @@ pub fn check_runtime_dir(config: &Config, out: &mut Vec<Check>) {
     let dir = match Dir::open_trusted(path, 0) {
         Ok(d) => d,
         Err(e) => {
-            let missing = !path.exists();
+            let fix = match std::fs::symlink_metadata(path) {
+                Err(_) => {
+                    format!("restart slurmd (it creates {shown}), or install -d -m 0755 {shown}")
+                }
+                Ok(m) if !m.is_dir() => {
+                    format!("remove {shown} (not a directory) and restart slurmd, which creates it")
+                }
+                Ok(_) => fix_owner,
+            };
             out.push(Check::fail(
                 "runtime-dir",
                 format!("runtime_path: {e}"),
-                if missing {
-                    format!("restart slurmd (it creates {shown}), or install -d -m 0755 {shown}")
-                } else {
-                    fix_owner
-                },
+                fix,
             ));
             return;
         }
