@@ -31,7 +31,9 @@ teardown() {
     FULL="$WORK/full"
     mkdir -p "$FULL"
     mount -t tmpfs -o size=128k,mode=0755 tmpfs "$FULL" || skip "cannot mount a tmpfs here"
-    with_config "runtime_path=$FULL/run" "image_cache_path=$FULL/cache"
+    # without the image cache the import goes to <runtime_path>/<uid>/ (a full cache has its
+    # own message, naming image_cache_path, from the cache code)
+    with_config "runtime_path=$FULL/run" "image_cache_path=none"
     user_srun --container-image="$PXT_REG_BUSYBOX" true
     [ "$status" -ne 0 ]
     [ "$(grep -cF "no space left on device while importing" <<< "$output")" -eq 1 ] \
