@@ -39,10 +39,13 @@ teardown() {
     release_jobs
 }
 
-@test "errors: Docker's REGISTRY/IMAGE form runs, and the step log says it was converted" {
+@test "errors: Docker's REGISTRY/IMAGE form runs, and the step's verbose log shows the enroot form" {
     run_srun --slurmd-debug=verbose --container-image=127.0.0.1:5000/pyxis/busybox:latest grep PRETTY /etc/os-release
     assert_output_contains "$PXT_PRETTY"
-    assert_output_contains "Docker registry syntax, passed to enroot as docker://127.0.0.1:5000#pyxis/busybox:latest"
+    # slurmstepd's init_post_opt (where the verbose note is logged, to slurmd's log) runs
+    # before the step's stderr is connected, so check the enroot command line instead
+    assert_output_contains 'pyxis: running enroot command: "enroot '
+    assert_output_contains " docker://127.0.0.1:5000#pyxis/busybox:latest"
     assert_output_contains "pyxis: imported docker image: 127.0.0.1:5000/pyxis/busybox:latest"
 }
 
