@@ -29,6 +29,9 @@ shift
 : "${PXT_RELEASE_TIMEOUT:=1200}"
 ROOT="$PXT_RELEASE_CACHE/$REL"
 SRC=/opt/pyxis-rs        # the repository copy inside the root filesystem
+# what a Debian host has beside packages.sh's list and the suites use (python3: docs.bats,
+# errors.bats, root_doctor.bats); a minbase debootstrap has none of it
+BASE_PKGS="python3"
 LOGF="$PXT_LOG/release-$REL.log"
 
 mirror() {
@@ -65,6 +68,8 @@ ensure_rootfs() {
     cp -f /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
 }
 
+apt_in_root_update() { in_root apt-get update -q >>"$LOGF" 2>&1; }
+
 sync_src() {
     install -d -m 0755 "$ROOT$SRC"
     rsync -a --delete --exclude /target --exclude /.git --exclude /debian "$PXT_REPO/" "$ROOT$SRC/"
@@ -72,9 +77,13 @@ sync_src() {
 
 # the Debian packages of the harness, installed inside by its own packages.sh (stamped)
 provision() {
-    local want; want=$(sha256sum < "$PXT_HARNESS/packages.sh" | cut -d' ' -f1)
+    local want; want=$( (echo "$BASE_PKGS"; cat "$PXT_HARNESS/packages.sh") | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$ROOT/.pyxis-rs-packages" 2>/dev/null || true)" = "$want" ]; then return 0; fi
-    log "$REL: installing the harness packages (tests/harness/packages.sh inside)"
+    log "$REL: installing the harness packages ($BASE_PKGS, tests/harness/packages.sh inside)"
+    # shellcheck disable=SC2086  # a word list
+    in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" </dev/null' _ $BASE_PKGS >>"$LOGF" 2>&1 \
+        || { apt_in_root_update && in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" </dev/null' _ $BASE_PKGS >>"$LOGF" 2>&1; } \
+        || { tail -20 "$LOGF" >&2; die "installing $BASE_PKGS inside $REL failed (see $LOGF)"; }
     in_root bash "$SRC/tests/harness/packages.sh" >>"$LOGF" 2>&1 \
         || { tail -20 "$LOGF" >&2; die "packages inside $REL failed (see $LOGF)"; }
     echo "$want" > "$ROOT/.pyxis-rs-packages"
