@@ -73,7 +73,7 @@ doctor_line() {
     run "$DOCTOR"
     printf '%s\n' "$output"
     [ "$status" -eq 1 ]
-    doctor_line runtime-dir | grep -q "^FAIL runtime-dir .*$RT_ROOT is a directory writable by other users.* -> fix: chown root:root $RT_ROOT"
+    doctor_line runtime-dir | grep -q "^FAIL runtime-dir .*$RT_ROOT.* a directory writable by other users (mode 0777).* -> fix: chown root:root $RT_ROOT"
     chmod "$RT_MODE" "$RT_ROOT"
     MOVED="$RT_ROOT.doctor-test"
     mv "$RT_ROOT" "$MOVED"
