@@ -6,8 +6,9 @@
 #
 # Each phase is caught with the enroot double's ENROOT_DOUBLE_HANG knob: the step's
 # enroot call of that phase sleeps until killed, so the fault lands exactly there:
-#   import (docker:// image), create (enroot create), start (the creator task's
-#   enroot start), join (a second task waiting to join the starting container),
+#   import (docker:// image), create (enroot create; both in user_init), start (the
+#   creator task's enroot start, in task_init), join (a second task waiting in
+#   task_init for the creator's container),
 #   export (--container-save), remove (the unnamed container's removal)
 # and the faults are SIGKILL of that enroot process, SIGKILL of the step's slurmstepd,
 # SIGKILL of the creator task, and scancel of the step. Then: runtime_path and the image
@@ -92,7 +93,12 @@ faults_teardown() {
     case "$(sinfo -h -n "$NODE" -o %T | head -n 1)" in
         drain* | down*) scontrol update nodename="$NODE" state=resume || true ;;
     esac
+    local changed="${CHANGED-}"
     root_teardown || rc=$?
+    # root_teardown restored the default configuration: back to this suite's
+    if [ -n "$changed" ]; then
+        "$PLUGSTACK" use_squashfuse=0 command_timeout=15 import_timeout=15 >/dev/null 2>&1 || rc=1
+    fi
     # what a failed test left must not fail the next ones: the user's processes by pid
     local p
     for p in $(pgrep -u "$TUID" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
@@ -181,12 +187,10 @@ fault() {
             kill -9 "${sd%% *}"
             ;;
         kill-creator)
-            sd=$(stepd_of "$JOB")
-            [ -n "$sd" ] || { echo "no slurmstepd of job $JOB" >&2; return 1; }
-            # the tasks are slurmstepd's children; the creator runs the hung enroot start
+            # the creator task (first task, in task_init) forked the hung enroot start
             local task
-            task=$(ps -o pid= --ppid "${sd%% *}" | head -n 1 | tr -d ' ')
-            [ -n "$task" ] || { echo "no task of slurmstepd ${sd%% *}" >&2; return 1; }
+            task=$(ps -o ppid= -p "$HUNG" | tr -d ' ')
+            [ -n "$task" ] && [ "$task" -gt 1 ] || { echo "no parent of enroot start $HUNG" >&2; return 1; }
             kill -9 "$task"
             ;;
         scancel)
