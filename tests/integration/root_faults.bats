@@ -18,8 +18,7 @@
 # Not here yet, because they fail: SIGKILL of slurmstepd while the hung enroot import,
 # export or remove runs leaves that enroot process running after the job ended (nothing
 # of the plugin runs any more, and Slurm does not kill what is left in the dead step's
-X
-# sibling note in the closing report of issue 11.
+# cgroup). With create and start the same fault leaves nothing. Open in issue 11.
 #
 # As root; steps run as the test user. Ends with one "N passed, N failed" line.
 
