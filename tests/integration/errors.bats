@@ -46,7 +46,6 @@ teardown() {
     # before the step's stderr is connected, so check the enroot command line instead
     assert_output_contains 'pyxis: running enroot command: "enroot '
     assert_output_contains " docker://127.0.0.1:5000#pyxis/busybox:latest"
-    assert_output_contains "pyxis: imported docker image: 127.0.0.1:5000/pyxis/busybox:latest"
 }
 
 @test "errors: HOST:PORT alone is refused as a registry address, once, before any step" {
