@@ -25,6 +25,7 @@ use spank_pyxis::core::cache::{self, CacheFile, Digest};
 use spank_pyxis::core::conf_script::{sh_quote, ConfScript};
 use spank_pyxis::core::config::{parse_config, parse_size};
 use spank_pyxis::core::envfilter::{self, EnrootEnvInput};
+use spank_pyxis::core::hints;
 use spank_pyxis::core::image::{classify, ImageSource};
 use spank_pyxis::core::list::{find_container, ContainerState};
 use spank_pyxis::core::mount::{fstab_escape, parse_mounts, MountEntry};
@@ -254,11 +255,19 @@ pub fn image(data: &[u8]) {
                 uri.starts_with("docker://") || uri.starts_with("dockerd://"),
                 "{uri:?}"
             );
-            assert!(uri.ends_with(
-                image
-                    .trim_start_matches("docker://")
-                    .trim_start_matches("dockerd://")
-            ));
+            let rest = image.strip_prefix("docker://").unwrap_or(image);
+            match hints::docker_to_enroot(rest).filter(|_| !image.starts_with("dockerd://")) {
+                // Docker's REGISTRY/IMAGE: the first `/` after the host became enroot's `#`
+                Some(to) => {
+                    assert_eq!(uri, format!("docker://{to}"));
+                    assert_eq!(to.replacen('#', "/", 1), rest, "{image:?}");
+                }
+                None => assert!(uri.ends_with(
+                    image
+                        .trim_start_matches("docker://")
+                        .trim_start_matches("dockerd://")
+                )),
+            }
         }
     }
     if let Some(d) = cache::pinned_digest(image) {
