@@ -40,7 +40,17 @@ teardown() {
 }
 
 @test "errors: Docker's REGISTRY/IMAGE form runs, and the step's verbose log shows the enroot form" {
-    run_srun --slurmd-debug=verbose --container-image=127.0.0.1:5000/pyxis/busybox:latest grep PRETTY /etc/os-release
+    local image=127.0.0.1:5000/pyxis/busybox:latest
+    run_srun_unchecked --slurmd-debug=verbose --container-image="$image" grep PRETTY /etc/os-release
+    if [ "$status" -ne 0 ] && grep -q "allowed only for root and SlurmUser" <<< "$output"; then
+        # Slurm >= 24.11 gives --slurmd-debug to root and SlurmUser only: the enroot command
+        # line is not visible to the user there; the step itself must still run
+        echo "# --slurmd-debug is root-only on this Slurm: only the step's success is checked" >&3
+        run_srun --container-image="$image" grep PRETTY /etc/os-release
+        assert_output_contains "$PXT_PRETTY"
+        return 0
+    fi
+    [ "$status" -eq 0 ] || { printf '%s\n' "$output" >&2; return 1; }
     assert_output_contains "$PXT_PRETTY"
     # slurmstepd's init_post_opt (where the verbose note is logged, to slurmd's log) runs
     # before the step's stderr is connected, so check the enroot command line instead
