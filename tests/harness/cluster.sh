@@ -285,7 +285,9 @@ launch_slurmd() {
     fi
     d=$PXT_NODE_DIR/$node
     if [ "$boot" = 1 ]; then node_fs_off "$node"; fi
-    install -d -m 0755 "$PXT_NODE_DIR" "$d" "$d/run" "$d/tmp"
+    install -d -m 0755 "$PXT_NODE_DIR" "$d"
+    # (mkdir, not install -d -m: that would also reset the mode of a mounted /tmp to 0755)
+    mkdir -p "$d/tmp" "$d/run"
     mountpoint -q "$d/tmp" || mount -t tmpfs -o mode=1777,nosuid,nodev,size=4g "pxt-$node-tmp" "$d/tmp"
     mountpoint -q "$d/run" || mount -t tmpfs -o mode=0755,nosuid,nodev,size=256m "pxt-$node-run" "$d/run"
     rm -f "$d/node.pid"
