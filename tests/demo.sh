@@ -44,7 +44,7 @@ show srun -n 4 --container-image="$IMAGE" sh -c 'echo task $SLURM_PROCID in $(re
 if [ "$PXT_NODES" -gt 1 ]; then
     # one container per node, shared by that node's tasks
     # shellcheck disable=SC2016
-    show srun -N "$PXT_NODES" -n $((2 * PXT_NODES)) --container-image="$IMAGE" \
+    show srun -N "$PXT_NODES" --ntasks-per-node=2 --container-image="$IMAGE" \
         sh -c 'echo task $SLURM_PROCID on $(hostname) in $(readlink /proc/self/ns/mnt)'
 fi
 # shellcheck disable=SC2016
