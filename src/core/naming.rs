@@ -82,7 +82,8 @@ pub fn is_step_file(name: &str, job: JobId, step: Option<StepId>) -> bool {
 /// True when an `enroot list` line is a job-scope container of `job`:
 /// exactly `pyxis_<decimal job>_<rest>` with a non-empty `rest` without
 /// whitespace (what pyxis's `sscanf("pyxis_%u_%*s%n")` plus length check
-/// accepts for well-formed names).
+/// accepts for well-formed names). A `/` or control character in `rest` is refused: no
+/// name pyxis gives a container has one (found by tests/fuzz, target `list`).
 pub fn epilog_matches(line: &str, job: JobId) -> bool {
     let Some(rest) = line.strip_prefix("pyxis_") else {
         return false;
@@ -94,15 +95,26 @@ pub fn epilog_matches(line: &str, job: JobId) -> bool {
         && digits.bytes().all(|b| b.is_ascii_digit())
         && digits.parse::<u32>().ok() == Some(job.0)
         && !tail.is_empty()
-        && !tail.chars().any(char::is_whitespace)
-        // no name pyxis makes has one, and `enroot remove a/b` would reach below the
-        // data directory (found by the `list` fuzz target)
-        && !tail.contains('/')
+        // no name pyxis makes has a blank, a control character or a `/`, and
+        // `enroot remove a/b` would reach below the data directory (found by the `list`
+        // fuzz target)
+        && !tail
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epilog_refuses_slashes_and_control_characters() {
+        assert!(epilog_matches("pyxis_7919_x", JobId(7919)));
+        assert!(!epilog_matches("pyxis_7919_x/h", JobId(7919)));
+        assert!(!epilog_matches("pyxis_7919_x/../../y", JobId(7919)));
+        assert!(!epilog_matches("pyxis_7919_x\u{7f}", JobId(7919)));
+        assert!(!epilog_matches("pyxis_7919_x\u{14}", JobId(7919)));
+    }
 
     #[test]
     fn step_files() {

@@ -298,8 +298,14 @@ pub fn list(data: &[u8]) {
     let job = JobId(u32::from(data.first().copied().unwrap_or(0)) * 7919);
     for line in output.lines() {
         if naming::epilog_matches(line, job) {
-            assert!(line.starts_with(&format!("pyxis_{job}_")), "{line:?}");
+            // leading zeros in the job id match, as pyxis's sscanf("pyxis_%u_") does
+            let digits = line.trim_start_matches("pyxis_").trim_start_matches('0');
+            assert!(
+                digits.starts_with(&format!("{job}_")) || job.0 == 0,
+                "{line:?}"
+            );
             assert!(!line.contains(['/', ' ', '\t']), "{line:?}");
+            assert!(!line.chars().any(char::is_control), "{line:?}");
         }
         if naming::is_step_file(line, job, None) {
             assert!(!line.contains('/'), "{line:?}");
