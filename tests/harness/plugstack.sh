@@ -15,7 +15,8 @@
 . "$(dirname "$0")/lib.sh"
 need_root
 
-: "${PXT_PYXIS_CONF:=$PXT_PREFIX/share/pyxis/pyxis.conf}"
+# the conf file of the installed plugin (make install or the deb), as up.sh recorded it
+: "${PXT_PYXIS_CONF:=$(cat "$PXT_STATE/pyxis-conf" 2>/dev/null || echo "$PXT_PREFIX/share/pyxis/pyxis.conf")}"
 CONF="$SLURM_ETC/plugstack.conf"
 CONFD="$SLURM_ETC/plugstack.conf.d"
 STAMP="$PXT_STATE/slurmd-plugstack.stamp"

@@ -42,6 +42,7 @@ case "${PXT_INSTALL:-make}" in
         log "plugin: make install prefix=$PXT_PREFIX"
         (cd "$PXT_REPO" && make install prefix="$PXT_PREFIX") >>"$PXT_LOG/plugin-build.log" 2>&1 \
             || { tail -40 "$PXT_LOG/plugin-build.log" >&2; die "building/installing the plugin failed (see $PXT_LOG/plugin-build.log)"; }
+        echo "$PXT_PREFIX/share/pyxis/pyxis.conf" > "$PXT_STATE/pyxis-conf"
         ok "plugin installed: $PXT_PREFIX/lib/slurm/spank_pyxis.so, $PXT_PREFIX/share/pyxis/pyxis.conf, $PXT_PREFIX/bin/pyxis-doctor" ;;
     deb)
         deb=${PXT_DEB:-$(cat "$PXT_STATE/packages/deb-path" 2>/dev/null || true)}
@@ -52,6 +53,8 @@ case "${PXT_INSTALL:-make}" in
         log "plugin: dpkg -i $deb"
         dpkg -i --ignore-depends=enroot,enroot-hardened "$deb" >"$PXT_LOG/plugin-build.log" 2>&1 \
             || { tail -20 "$PXT_LOG/plugin-build.log" >&2; die "dpkg -i $deb failed (see $PXT_LOG/plugin-build.log)"; }
+        # every later plugstack.sh (the root suites' with_config too) uses the package's
+        echo /usr/share/pyxis/pyxis.conf > "$PXT_STATE/pyxis-conf"
         PXT_PYXIS_CONF=/usr/share/pyxis/pyxis.conf
         export PXT_PYXIS_CONF
         ok "plugin installed from the package $(dpkg-query -W -f='${Package} ${Version}' pyxis-rs): $(dpkg -L pyxis-rs | grep -E 'spank_pyxis.so$|pyxis.conf$|pyxis-doctor$' | tr '\n' ' ')" ;;
