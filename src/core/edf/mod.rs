@@ -14,8 +14,11 @@
 mod parse;
 mod resolve;
 
+#[cfg(test)]
 pub use parse::{parse, Layer};
-pub use resolve::{expand, resolve};
+#[cfg(test)]
+pub use resolve::expand;
+pub use resolve::resolve;
 
 use crate::core::args::{ArgError, Args, OptionId};
 use crate::core::mount;
