@@ -155,3 +155,15 @@ wait_no_job_files() {
 is_double() {
     [ "$(pxt_enroot_kind)" = double ]
 }
+
+# node_state: the state of node $NODE once no job is completing on it any more
+node_state() {
+    local st end=$((SECONDS + 60))
+    while :; do
+        st=$(sinfo -h -n "$NODE" -o %T | head -n 1)
+        case "$st" in completing*) ;; *) break ;; esac
+        [ "$SECONDS" -lt "$end" ] || break
+        sleep 0.5
+    done
+    printf '%s\n' "$st"
+}

@@ -50,13 +50,8 @@ teardown_file() {
 
 # node_usable: not drained or down once nothing completes on it any more
 node_usable() {
-    local st end=$((SECONDS + 60))
-    while :; do
-        st=$(sinfo -h -n "$NODE" -o %T | head -n 1)
-        case "$st" in completing*) ;; *) break ;; esac
-        [ "$SECONDS" -lt "$end" ] || break
-        sleep 0.5
-    done
+    local st
+    st=$(node_state)
     case "$st" in idle* | mixed* | allocated*) return 0 ;; esac
     printf 'node %s is %s; reason: %s\n' "$NODE" "$st" "$(scontrol show node "$NODE" | grep -io 'reason=.*')" >&2
     return 1

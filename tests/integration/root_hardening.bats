@@ -17,18 +17,6 @@ load root
 NODE=$(hostname -s)
 PLANTED=()
 
-# node_state: the node's state once no job is completing on it any more
-node_state() {
-    local st end=$((SECONDS + 60))
-    while :; do
-        st=$(sinfo -h -n "$NODE" -o %T | head -n 1)
-        case "$st" in completing*) ;; *) break ;; esac
-        [ "$SECONDS" -lt "$end" ] || break
-        sleep 0.5
-    done
-    printf '%s\n' "$st"
-}
-
 # assert_node_usable: not drained, not down (a failing epilog drains the node)
 assert_node_usable() {
     local st
