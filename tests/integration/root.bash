@@ -10,6 +10,12 @@
 : "${PXT_DAEMON_PATH:=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"
 
 setup() {
+    root_setup
+}
+
+# root_setup [TAG]: the checks and per-test state of every root suite; the work
+# directory is /tmp/TAG.XXXXXX (default i3-root). Suites with their own setup call it.
+root_setup() {
     [ "$(id -u)" -eq 0 ] || skip "rewrites plugstack.conf: run as root (tests/run-all.sh does)"
     id "$PXT_USER" >/dev/null 2>&1 || skip "no test user $PXT_USER"
     [ -r "$PXT_IMAGE" ] || skip "no test image $PXT_IMAGE (run tests/harness/up.sh)"
@@ -20,7 +26,7 @@ setup() {
     THOME=$(getent passwd "$PXT_USER" | cut -d: -f6)
     RT="$PXT_RUNTIME_PATH/$TUID"
     # root-owned and world-readable: the importer lives here; the user works in $U
-    WORK=$(mktemp -d /tmp/i3-root.XXXXXX)
+    WORK=$(mktemp -d "/tmp/${1:-i3-root}.XXXXXX")
     chmod 0755 "$WORK"
     U="$WORK/user"
     install -d -o "$PXT_USER" -m 0755 "$U" "$U/log" "$U/ctl" "$U/enroot-log"

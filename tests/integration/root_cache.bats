@@ -23,25 +23,9 @@ SLURMD_LOG=/var/log/slurm/slurmd.log
 setup() {
     curl -fsS -o /dev/null http://127.0.0.1:5000/v2/pyxis/busybox/tags/list \
         || skip "no loopback registry on 127.0.0.1:5000 (run tests/harness/up.sh)"
-    # root.bash's setup
-    [ "$(id -u)" -eq 0 ] || skip "pushes images and rewrites plugstack.conf: run as root"
-    id "$PXT_USER" >/dev/null 2>&1 || skip "no test user $PXT_USER"
-    [ -r "$PXT_IMAGE" ] || skip "no test image $PXT_IMAGE (run tests/harness/up.sh)"
-    PLUGSTACK="${PXT_HARNESS:-$BATS_TEST_DIRNAME/../harness}/plugstack.sh"
+    root_setup i7-cache
     PUSH="${PXT_HARNESS:-$BATS_TEST_DIRNAME/../harness}/push-image.sh"
-    TUID=$(id -u "$PXT_USER")
-    THOME=$(getent passwd "$PXT_USER" | cut -d: -f6)
-    RT="$PXT_RUNTIME_PATH/$TUID"
     CACHE="/var/cache/pyxis/$TUID"
-    WORK=$(mktemp -d /tmp/i7-cache.XXXXXX)
-    chmod 0755 "$WORK"
-    U="$WORK/user"
-    install -d -o "$PXT_USER" -m 0755 "$U" "$U/log" "$U/ctl" "$U/enroot-log"
-    USER_ENV=()
-    JOBS=()
-    CREATED_NAMES=()
-    CHANGED=
-    TRACER=
     RESTORE_SQUASHFUSE=
     REPO="pyxis/cache-$$-$BATS_TEST_NUMBER"
 }
