@@ -20,6 +20,7 @@ use crate::core::naming::{conf_script_prefix, temp_squashfs_name, JobId, StepId}
 use crate::core::plan::{ContainerPlan, Rootfs, Source};
 use crate::core::text::{log_block, printable};
 use crate::spank::log::{USER, USER_RAW};
+use crate::sys::container::Spawned;
 use crate::sys::fs::NameLock;
 use crate::sys::ns::ContainerNamespaces;
 use crate::sys::runner::Progress;
@@ -83,7 +84,7 @@ impl Prepared {
             }
         };
         let starting = Instant::now();
-        let started = step.start(io, &plan, task_env, &target);
+        let started = step.start(io, &plan, task_env, &target, &|h| self.shm.note_spawned(h));
         timing.add(
             match target {
                 Target::Name => "enroot start",
@@ -357,6 +358,7 @@ impl Step {
         plan: &ContainerPlan,
         env: &[OsString],
         target: &Target,
+        spawned: &dyn Fn(Spawned),
     ) -> Result<u32, CreateError> {
         let target = match target {
             Target::Name => {
@@ -391,7 +393,7 @@ impl Step {
             inv.env.retain(|(k, _)| k != "ENROOT_NATIVE_OVERLAYFS");
             inv.env.push(("ENROOT_NATIVE_OVERLAYFS".into(), "y".into()));
         }
-        let started = io.enroot.start(&inv, &self.user(), &self.short());
+        let started = io.enroot.start(&inv, &self.user(), &self.short(), spawned);
         drop(conf);
         let helper = started.map_err(|source| CreateError::Start {
             source,

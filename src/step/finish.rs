@@ -25,15 +25,22 @@ impl Prepared {
         }
         // A helper nobody released (a task failed before joining, or a direct start
         // whose helper held the squashfuse mount) would stay stopped.
-        if let Setup::Ready { helper, .. } = self.shm.snapshot() {
-            if let Some(session) = io.host.kill_stopped_helper(helper, self.step.job.uid) {
-                let (gone, waited) = wait_session_gone(io, session);
-                info!(
-                    "container helper {helper} killed with its session, {} after {} ms",
-                    if gone { "all gone" } else { "some still there" },
-                    waited.as_millis()
-                );
-            }
+        // A creator that died in `enroot start` (it, or the process waiting for the
+        // helper, was killed) never published the helper it forked: with proctrack/
+        // linuxproc nothing else would find it in its own session.
+        let uid = self.step.job.uid;
+        let (helper, killed) = match (self.shm.snapshot(), self.shm.spawned()) {
+            (Setup::Ready { helper, .. }, _) => (helper, io.host.kill_stopped_helper(helper, uid)),
+            (_, Some(spawned)) => (spawned.pid, io.host.kill_unpublished_helper(spawned, uid)),
+            (_, None) => (0, None),
+        };
+        if let Some(session) = killed {
+            let (gone, waited) = wait_session_gone(io, session);
+            info!(
+                "container helper {helper} killed with its session, {} after {} ms",
+                if gone { "all gone" } else { "some still there" },
+                waited.as_millis()
+            );
         }
         let exported = self.export(io);
         self.step.cleanup(io, Some(&self.plan), &self.job_env);

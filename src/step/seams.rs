@@ -10,7 +10,7 @@ use crate::core::args::Unshare;
 use crate::core::envfilter::EnvPairs;
 use crate::core::plan::DirectSupport;
 use crate::spank::{Spank, SpankError};
-use crate::sys::container::{self, Helper, StartError};
+use crate::sys::container::{self, Helper, Spawned, StartError};
 use crate::sys::fs::{process_cwd, process_environ, FsError};
 use crate::sys::ns::{ContainerNamespaces, Kernel, NsError};
 use crate::sys::probe;
@@ -51,12 +51,14 @@ pub trait Enroot {
         creds: &Credentials,
         watch: &mut Watch<'_>,
     ) -> Result<(String, String), RunError>;
-    /// `enroot start ... sh -c 'kill -STOP $$'` until the helper stopped itself.
+    /// `enroot start ... sh -c 'kill -STOP $$'` until the helper stopped itself;
+    /// `spawned` learns the helper's pid as soon as it exists.
     fn start(
         &self,
         inv: &Invocation,
         creds: &Credentials,
         watch: &Watch<'_>,
+        spawned: &dyn Fn(Spawned),
     ) -> Result<Helper, StartError>;
 }
 
@@ -76,6 +78,9 @@ pub trait Host {
     /// or a direct start's, which holds the squashfuse mount), with every process of
     /// its session when it leads one (enroot's fuse daemons); the session, if so.
     fn kill_stopped_helper(&self, pid: u32, uid: u32) -> Option<u32>;
+    /// SIGKILL for the session of a helper the creator forked but never published (it
+    /// died in `enroot start`), if it is still that process of `uid`; the session.
+    fn kill_unpublished_helper(&self, helper: Spawned, uid: u32) -> Option<u32>;
     /// What the node offers for a direct start (`sys::probe`), for enroot's `PATH`.
     fn direct_support(&self, path: Option<&OsStr>, uid: u32, gid: u32) -> DirectSupport;
     /// Whether a live process of session `sid` is left.
@@ -158,8 +163,9 @@ impl Enroot for Runner {
         inv: &Invocation,
         creds: &Credentials,
         watch: &Watch<'_>,
+        spawned: &dyn Fn(Spawned),
     ) -> Result<Helper, StartError> {
-        container::start(inv, creds, watch)
+        container::start(inv, creds, watch, spawned)
     }
 }
 
@@ -190,6 +196,9 @@ impl Host for Process {
     }
     fn kill_stopped_helper(&self, pid: u32, uid: u32) -> Option<u32> {
         container::kill_stopped_helper(pid, uid)
+    }
+    fn kill_unpublished_helper(&self, helper: Spawned, uid: u32) -> Option<u32> {
+        container::kill_unpublished_helper(helper, uid)
     }
     fn direct_support(&self, path: Option<&OsStr>, uid: u32, gid: u32) -> DirectSupport {
         probe::direct_support(path, uid, gid)

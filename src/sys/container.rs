@@ -53,18 +53,30 @@ pub struct Helper {
     pub log: String,
 }
 
-/// Starts the helper and waits until it stopped itself.
+/// A helper process as soon as it exists (before it stopped itself): its pid and its
+/// start time in clock ticks since boot (`/proc/PID/stat` field 22, 0 if unread), so a
+/// later look can tell it from a process that got the same pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spawned {
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// Starts the helper and waits until it stopped itself; `spawned` learns the helper's
+/// pid first, so that whoever outlives this process can kill a helper it left behind.
 ///
 /// The helper runs as a grandchild (see [`runner::spawn_detached`]): pyxis forked it from
 /// the creator task, so once the task exec'd the user's program, the helper's exit
 /// delivered a SIGCHLD and left a zombie child the program never started (W13).
 ///
 /// The start (enroot's hooks, the image's entrypoint) is bounded by `watch.timeout`;
-/// past it the helper's process group is stopped like any overrunning command.
+/// past it, or when the intermediate process dies before reporting how the helper
+/// ended up, the helper's process group is stopped like any overrunning command.
 pub fn start(
     inv: &Invocation,
     creds: &Credentials,
     watch: &Watch<'_>,
+    spawned: &dyn Fn(Spawned),
 ) -> Result<Helper, StartError> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StartError::Wait)?;
@@ -73,28 +85,39 @@ pub fn start(
     drop(write);
     let deadline = Instant::now() + watch.timeout;
     let mut buf = [0u8; DetachedReport::SIZE];
-    let got = read_until(&read, &mut buf, deadline);
-    if got == Read::TimedOut {
-        let pid = buf
+    let (head, tail) = buf.split_at_mut(4);
+    let mut got = read_until(&read, head, deadline);
+    let mut pid = 0;
+    if got == Read::Full {
+        pid = head
             .first_chunk::<4>()
             .map(|w| i32::from_ne_bytes(*w))
             .unwrap_or(0);
+        if let Ok(p) = u32::try_from(pid) {
+            let start = ProcStat::read(p).map_or(0, |s| s.start);
+            spawned(Spawned { pid: p, start });
+        }
+        got = read_until(&read, tail, deadline);
+    }
+    if got != Read::Full {
+        // Past the deadline, or the intermediate process was killed: the helper, in its
+        // own session, would otherwise run on with nobody waiting for it.
         if pid > 0 {
             stop_group(Pid::from_raw(pid));
         }
         let _ = running.child.kill();
         let _ = running.child.wait();
-        return Err(StartError::Timeout {
-            limit: watch.timeout,
-            key: watch.key,
-            log: running.read_log(),
+        return Err(match got {
+            Read::TimedOut => StartError::Timeout {
+                limit: watch.timeout,
+                key: watch.key,
+                log: running.read_log(),
+            },
+            _ => StartError::Wait(nix::Error::EIO),
         });
     }
     // The intermediate process exits right after reporting; reap it.
     let _ = running.child.wait();
-    if got != Read::Full {
-        return Err(StartError::Wait(nix::Error::EIO));
-    }
     let report = DetachedReport::decode(&buf);
     let log = running.read_log();
     match report.kind {
@@ -183,15 +206,35 @@ pub fn kill_stopped_helper(pid: u32, uid: u32) -> Option<u32> {
         let _ = kill(target, Signal::SIGKILL);
         return None;
     }
-    let _ = kill(target, Signal::SIGKILL);
-    for member in session_members(pid) {
+    kill_session_of(uid, pid);
+    Some(pid)
+}
+
+/// SIGKILL for the session of a helper whose creator never published it (the creator
+/// task or the process waiting for the helper was killed while `enroot start` ran),
+/// if `s.pid` still leads its own session as a process of `uid` started at `s.start`.
+/// slurmstepd's `task_exit`, as root; only `uid`'s processes of that session are
+/// touched. Returns the session killed.
+pub fn kill_unpublished_helper(s: Spawned, uid: u32) -> Option<u32> {
+    let stat = ProcStat::read(s.pid)?;
+    if stat.uid != uid || stat.session != s.pid || (s.start != 0 && stat.start != s.start) {
+        return None;
+    }
+    kill_session_of(uid, s.pid);
+    Some(s.pid)
+}
+
+fn kill_session_of(uid: u32, sid: u32) {
+    if let Ok(p) = i32::try_from(sid) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    for member in session_members(sid) {
         if member.uid == uid {
             if let Ok(p) = i32::try_from(member.pid) {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
         }
     }
-    Some(pid)
 }
 
 /// Whether a live (not zombie) process of session `sid` is left. Zombies nobody
@@ -221,6 +264,8 @@ struct ProcStat {
     uid: u32,
     state: char,
     session: u32,
+    /// Clock ticks after boot.
+    start: u64,
 }
 
 impl ProcStat {
@@ -234,11 +279,14 @@ impl ProcStat {
         let _ppid = fields.next()?;
         let _pgrp = fields.next()?;
         let session = fields.next()?.parse().ok()?;
+        // fields 7..=21 (tty_nr .. itrealvalue), then 22: starttime
+        let start = fields.nth(15)?.parse().ok()?;
         Some(ProcStat {
             pid,
             uid,
             state,
             session,
+            start,
         })
     }
 }
@@ -272,7 +320,13 @@ mod tests {
 
     #[test]
     fn helper_stops_is_not_our_child_and_exits_on_release() {
-        let helper = start(&sh("echo starting; kill -STOP $$; exit 0"), &me(), &bound()).unwrap();
+        let helper = start(
+            &sh("echo starting; kill -STOP $$; exit 0"),
+            &me(),
+            &bound(),
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(helper.log, "starting\n");
         assert_eq!(stat_field(helper.pid, 0).as_deref(), Some("T"));
         let ppid: u32 = stat_field(helper.pid, 1).unwrap().parse().unwrap();
@@ -294,6 +348,7 @@ mod tests {
             &sh("echo '[ERROR] No such file or directory: x' >&2; exit 1"),
             &me(),
             &bound(),
+            &|_| {},
         )
         .unwrap_err();
         match err {
@@ -314,6 +369,7 @@ mod tests {
             &sh(&script),
             &me(),
             &Watch::new(Duration::from_secs(1), "command_timeout"),
+            &|_| {},
         )
         .unwrap_err();
         assert!(matches!(err, StartError::Timeout { .. }), "{err:?}");
@@ -342,7 +398,7 @@ mod tests {
         );
         let mut bash = sh(&script);
         bash.program = "bash".into();
-        let helper = start(&bash, &me(), &bound()).unwrap();
+        let helper = start(&bash, &me(), &bound(), &|_| {}).unwrap();
         let sleeper: u32 = std::fs::read_to_string(&marker)
             .unwrap()
             .trim()
@@ -371,7 +427,7 @@ mod tests {
             Some("S" | "R" | "T")
         ));
         // a released helper is not stopped any more: nothing to kill
-        let other = start(&sh("kill -STOP $$; exit 0"), &me(), &bound()).unwrap();
+        let other = start(&sh("kill -STOP $$; exit 0"), &me(), &bound(), &|_| {}).unwrap();
         release(other.pid).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(kill_stopped_helper(other.pid, helper_uid()), None);
@@ -384,8 +440,52 @@ mod tests {
     #[test]
     fn exit_zero_before_stopping_is_too_soon() {
         assert!(matches!(
-            start(&sh("exit 0"), &me(), &bound()),
+            start(&sh("exit 0"), &me(), &bound(), &|_| {}),
             Err(StartError::TooSoon { .. })
         ));
+    }
+
+    #[test]
+    fn a_helper_whose_waiting_process_dies_is_stopped_and_reported() {
+        // SIGKILL of the intermediate process (the helper's parent) while enroot start
+        // still runs: the helper must not run on in its own session.
+        let seen = std::cell::Cell::new(None);
+        let result = start(&sh("sleep 100"), &me(), &bound(), &|s: Spawned| {
+            seen.set(Some(s));
+            let ppid: i32 = stat_field(s.pid, 1).unwrap().parse().unwrap();
+            kill(Pid::from_raw(ppid), Signal::SIGKILL).unwrap();
+        });
+        assert!(matches!(result, Err(StartError::Wait(_))), "{result:?}");
+        let s = seen.get().expect("the helper's pid was reported");
+        assert!(s.start > 0);
+        let gone = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            !matches!(stat_field(s.pid, 0).as_deref(), Some("S" | "R" | "T"))
+        });
+        assert!(gone, "the helper outlived its waiting process");
+    }
+
+    #[test]
+    fn an_unpublished_helper_is_killed_with_its_session_only_if_it_is_the_same() {
+        let seen = std::cell::Cell::new(None);
+        let helper = start(&sh("kill -STOP $$; exit 0"), &me(), &bound(), &|s| {
+            seen.set(Some(s))
+        })
+        .unwrap();
+        let s = seen.get().unwrap();
+        assert_eq!(s.pid, helper.pid);
+        // another uid, or a later process that got the same pid, is never touched
+        assert_eq!(kill_unpublished_helper(s, helper_uid() + 1), None);
+        let later = Spawned {
+            start: s.start + 1,
+            ..s
+        };
+        assert_eq!(kill_unpublished_helper(later, helper_uid()), None);
+        assert_eq!(kill_unpublished_helper(s, helper_uid()), Some(s.pid));
+        let gone = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            !session_alive(s.pid)
+        });
+        assert!(gone, "the helper's session survived");
     }
 }

@@ -11,6 +11,8 @@
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use super::container::Spawned;
+
 /// What the creator task published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Setup {
@@ -46,6 +48,9 @@ struct Shared {
     ns_pid: u32,
     ns_dev: u64,
     ns_ino: u64,
+    /// The helper as soon as the creator's `enroot start` forked it (0: none yet).
+    spawned: u32,
+    spawned_start: u64,
 }
 
 /// Errors of the shared state.
@@ -159,6 +164,28 @@ impl SharedStep {
         // be a task, and callers use this once all tasks were reaped.
         let s = unsafe { &*self.ptr.as_ptr() };
         decode(s)
+    }
+
+    /// The creator task (holding the lock) records the helper it just forked, so that
+    /// slurmstepd can kill it should the creator die before publishing it.
+    pub fn note_spawned(&self, helper: Spawned) {
+        // SAFETY: only the creator task writes these fields, while it holds the mutex
+        // (inside `enter`'s guard); slurmstepd reads them after the tasks are gone.
+        unsafe {
+            let s = self.ptr.as_ptr();
+            std::ptr::write_volatile(&raw mut (*s).spawned_start, helper.start);
+            std::ptr::write_volatile(&raw mut (*s).spawned, helper.pid);
+        }
+    }
+
+    /// The helper the creator forked, published or not (read after the tasks are gone).
+    pub fn spawned(&self) -> Option<Spawned> {
+        // SAFETY: as for `snapshot`.
+        let s = unsafe { &*self.ptr.as_ptr() };
+        (s.spawned > 0).then_some(Spawned {
+            pid: s.spawned,
+            start: s.spawned_start,
+        })
     }
 
     /// How many tasks finished joining the container (read after the tasks are gone).

@@ -11,7 +11,8 @@
 #   task_init for the creator's container),
 #   export (--container-save), remove (the unnamed container's removal)
 # and the faults are SIGKILL of that enroot process, SIGKILL of the step's slurmstepd,
-# SIGKILL of the creator task, and scancel of the step. Then: runtime_path and the image
+# SIGKILL of the creator task or of its child that waits for enroot start, and scancel
+# of the step. Then: runtime_path and the image
 # cache on a full tmpfs, enroot hanging past the plugin's deadline, and hostile strings
 # in every option and PYXIS_CONTAINER_* variable.
 #
@@ -187,12 +188,15 @@ fault() {
             [ -n "$sd" ] || { echo "no slurmstepd of job $JOB" >&2; return 1; }
             kill -9 "${sd%% *}"
             ;;
-        kill-creator)
-            # the creator task (first task, in task_init) forked the hung enroot start
-            local task
-            task=$(ps -o ppid= -p "$HUNG" | tr -d ' ')
-            [ -n "$task" ] && [ "$task" -gt 1 ] || { echo "no parent of enroot start $HUNG" >&2; return 1; }
-            kill -9 "$task"
+        kill-waiter | kill-creator)
+            # the creator task (first task, in task_init) forked the process that waits
+            # for the hung enroot start (its parent: enroot runs as the task's grandchild)
+            local waiter task
+            waiter=$(ps -o ppid= -p "$HUNG" | tr -d ' ')
+            [ -n "$waiter" ] && [ "$waiter" -gt 1 ] || { echo "no parent of enroot start $HUNG" >&2; return 1; }
+            task=$(ps -o ppid= -p "$waiter" | tr -d ' ')
+            [ -n "$task" ] && [ "$task" -gt 1 ] || { echo "no parent of $waiter (enroot start $HUNG)" >&2; return 1; }
+            if [ "$1" = kill-waiter ]; then kill -9 "$waiter"; else kill -9 "$task"; fi
             ;;
         scancel)
             sd=$(stepd_of "$JOB")
@@ -233,6 +237,18 @@ fault_case() {
 @test "faults: SIGKILL of the creator task while a second task waits to join" {
     hang_step join
     fault kill-creator
+    after_fault
+}
+
+@test "faults: SIGKILL of the process waiting for the creator's enroot start" {
+    hang_step start
+    fault kill-waiter
+    after_fault
+}
+
+@test "faults: SIGKILL of that waiting process while a second task waits to join" {
+    hang_step join
+    fault kill-waiter
     after_fault
 }
 

@@ -14,7 +14,7 @@ use crate::core::plan::DirectSupport;
 use crate::spank::boundary::Rendered;
 use crate::spank::SpankError;
 use crate::state::Phase;
-use crate::sys::container::{Helper, StartError};
+use crate::sys::container::{Helper, Spawned, StartError};
 use crate::sys::fs::FsError;
 use crate::sys::ns::{ContainerNamespaces, NsError};
 use crate::sys::runner::{Credentials, Invocation, RunError, Watch};
@@ -226,8 +226,14 @@ impl Enroot for FakeEnroot {
         inv: &Invocation,
         _: &Credentials,
         watch: &Watch<'_>,
+        spawned: &dyn Fn(Spawned),
     ) -> Result<Helper, StartError> {
         self.bounds.borrow_mut().push(watch.key);
+        // enroot's process exists before it can fail
+        spawned(Spawned {
+            pid: self.helper,
+            start: 1,
+        });
         self.record(inv).map_err(StartError::Spawn)?;
         Ok(Helper {
             pid: self.helper,
@@ -303,6 +309,10 @@ impl Host for FakeHost {
     fn kill_stopped_helper(&self, pid: u32, _: u32) -> Option<u32> {
         self.push(format!("kill-if-stopped {pid}"));
         self.stopped_group.then_some(pid)
+    }
+    fn kill_unpublished_helper(&self, helper: Spawned, _: u32) -> Option<u32> {
+        self.push(format!("kill-unpublished {}", helper.pid));
+        Some(helper.pid)
     }
     fn direct_support(&self, path: Option<&OsStr>, _: u32, _: u32) -> DirectSupport {
         self.push(format!(

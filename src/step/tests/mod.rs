@@ -494,6 +494,11 @@ fn failures_in_each_phase() {
     assert!(entered[0]
         .as_ref()
         .is_err_and(|e| e.starts_with("failed to start container")));
+    // the helper it forked was never published: task_exit kills what may be left of it
+    assert!(node
+        .host
+        .calls()
+        .contains(&format!("kill-unpublished {}", std::process::id())));
 
     // a task cannot change into the working directory
     let mut node = Node::new("fail-join", 1);
