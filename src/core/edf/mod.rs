@@ -30,6 +30,12 @@ pub const MAX_FILE_SIZE: u64 = 64 * 1024;
 /// Deepest `base_environment` chain (CSCS's limit).
 pub const MAX_DEPTH: usize = 10;
 
+/// Most files read for one environment, counting a base every time it is inherited:
+/// without it, ten levels each naming the next file a few times over read it
+/// exponentially often (slurmstepd, as root, looping and growing until the node ran
+/// out of memory).
+pub const MAX_FILES: usize = 64;
+
 /// The resolved environment: every layer merged, variables expanded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Edf {

@@ -148,6 +148,19 @@ pub fn parse(file: &str, text: &str) -> Result<Layer, EdfError> {
             return Err(layer.error(key, "empty value"));
         }
     }
+    // TOML's `\u0000` would give what no option (a C string) can: enroot's argv and
+    // bash's reading of the configuration script drop or refuse a NUL
+    let nul = |v: &String| v.contains('\0');
+    for (key, has_nul) in [
+        ("image", raw.image.iter().any(nul)),
+        ("workdir", raw.workdir.iter().any(nul)),
+        ("mounts", raw.mounts.iter().flatten().any(nul)),
+        ("base_environment", layer.bases.iter().any(nul)),
+    ] {
+        if has_nul {
+            return Err(layer.error(key, "a value cannot contain NUL"));
+        }
+    }
     for m in raw.mounts.iter().flatten() {
         // Checked here so that the error names this file; applied after expansion.
         if !m.contains("${") {
@@ -250,6 +263,20 @@ NCCL_DEBUG = "INFO"
                 "not a valid variable name",
             ),
             ("[env]\nA = \"x\\ny\"\n", 2, "env.A", "newline"),
+            ("image = \"a\\u0000b\"\n", 1, "image", "NUL"),
+            ("\nworkdir = \"/\\u0000\"\n", 2, "workdir", "NUL"),
+            (
+                "mounts = [\"/a:/a\", \"/\\u0000:/b\"]\n",
+                1,
+                "mounts",
+                "NUL",
+            ),
+            (
+                "base_environment = [\"a\\u0000\"]\n",
+                1,
+                "base_environment",
+                "NUL",
+            ),
             (
                 "[annotations]\nx = \"y\"\n",
                 1,

@@ -4,7 +4,7 @@
 //! same name), as CSCS's Container Engine does.
 
 use super::parse::{parse, Layer};
-use super::{Edf, EdfError, MAX_DEPTH};
+use super::{Edf, EdfError, MAX_DEPTH, MAX_FILES};
 use crate::core::mount;
 
 /// Why `${...}` could not be expanded.
@@ -37,14 +37,22 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
 /// its text.
 pub type Loader<'a> = dyn FnMut(&str, Option<&str>) -> Result<(String, String), EdfError> + 'a;
 
-/// Every layer of `name`, bases first.
+/// Every layer of `name`, bases first; `read` counts the files read so far.
 fn chain(
     name: &str,
     parent: Option<&str>,
     load: &mut Loader<'_>,
     stack: &mut Vec<String>,
+    read: &mut usize,
     out: &mut Vec<Layer>,
 ) -> Result<(), EdfError> {
+    if *read >= MAX_FILES {
+        return Err(EdfError::Inheritance {
+            file: parent.unwrap_or(name).to_owned(),
+            message: format!("more than {MAX_FILES} files inherited"),
+        });
+    }
+    *read += 1;
     let (file, text) = load(name, parent)?;
     if stack.contains(&file) {
         return Err(EdfError::Inheritance {
@@ -61,7 +69,7 @@ fn chain(
     let layer = parse(&file, &text)?;
     stack.push(file.clone());
     for base in &layer.bases {
-        chain(base, Some(&file), load, stack, out)?;
+        chain(base, Some(&file), load, stack, read, out)?;
     }
     stack.pop();
     out.push(layer);
@@ -94,14 +102,20 @@ pub fn resolve(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Edf, EdfError> {
     let mut layers = Vec::new();
-    chain(name, None, load, &mut Vec::new(), &mut layers)?;
+    chain(name, None, load, &mut Vec::new(), &mut 0, &mut layers)?;
     let mut edf = Edf::default();
     for layer in &layers {
-        if let Some(v) = &layer.image {
-            edf.image = Some(expanded(layer, "image", v, lookup)?);
-        }
-        if let Some(v) = &layer.workdir {
-            edf.workdir = Some(expanded(layer, "workdir", v, lookup)?);
+        for (key, value, slot) in [
+            ("image", &layer.image, &mut edf.image),
+            ("workdir", &layer.workdir, &mut edf.workdir),
+        ] {
+            if let Some(v) = value {
+                let v = expanded(layer, key, v, lookup)?;
+                if v.is_empty() {
+                    return Err(layer.error(key, "empty value once variables are expanded"));
+                }
+                *slot = Some(v);
+            }
         }
         edf.writable = layer.writable.or(edf.writable);
         edf.entrypoint = layer.entrypoint.or(edf.entrypoint);
@@ -224,12 +238,59 @@ mod tests {
     }
 
     #[test]
+    fn bases_named_many_times_over_stop_at_max_files() {
+        // l0 .. l8 each inherit the next one 8 times: l9 read 8^9 times without the limit
+        let wide: Vec<(String, String)> = (0..10)
+            .map(|i| {
+                let bases = vec![format!("\"l{}\"", i + 1); 8].join(", ");
+                let text = if i < 9 {
+                    format!("base_environment = [{bases}]\n")
+                } else {
+                    "image = \"x\"\n".to_owned()
+                };
+                (format!("l{i}"), text)
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = wide.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let mut reads = 0;
+        let mut inner = files(&refs);
+        let mut load = |n: &str, p: Option<&str>| {
+            reads += 1;
+            inner(n, p)
+        };
+        let e = resolve("l0", &mut load, &host).unwrap_err().to_string();
+        assert!(
+            e.contains("base_environment: more than 64 files inherited"),
+            "{e}"
+        );
+        assert_eq!(reads, MAX_FILES);
+        // a diamond (the same base through two others) is still fine
+        let mut load = files(&[
+            ("top", "base_environment = [\"a\", \"b\"]\n"),
+            ("a", "base_environment = \"c\"\n"),
+            ("b", "base_environment = \"c\"\n"),
+            ("c", "image = \"c\"\n"),
+        ]);
+        assert_eq!(
+            resolve("top", &mut load, &host).unwrap().image.as_deref(),
+            Some("c")
+        );
+    }
+
+    #[test]
     fn expansion_errors_name_the_file_line_and_key() {
         let mut load = files(&[("t", "image = \"x\"\n\n[env]\nP = \"${NOPE}/bin\"\n")]);
         let e = resolve("t", &mut load, &host).unwrap_err().to_string();
         assert_eq!(
             e,
             "--environment: /edf/t.toml:4: env.P: ${NOPE} is not set in the environment"
+        );
+        let mut load = files(&[("t", "image = \"i\"\nworkdir = \"${EMPTY}\"\n")]);
+        let empty = |n: &str| (n == "EMPTY").then(String::new);
+        let e = resolve("t", &mut load, &empty).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--environment: /edf/t.toml:2: workdir: empty value once variables are expanded"
         );
         let mut load = files(&[("t", "mounts = [\"${USER}:/x\"]\n")]);
         let e = resolve("t", &mut load, &host).unwrap_err().to_string();
