@@ -14,7 +14,7 @@
 # when it is missing. Set PXT_FUZZ_NICE=19 to run at low priority.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ALL=(args pyxis_env mount config image list envfilter conf_script digest)
+ALL=(args pyxis_env mount config image list envfilter conf_script digest edf)
 seconds=10 execs="" out="$here/out" targets=()
 while [ $# -gt 0 ]; do
     case "$1" in

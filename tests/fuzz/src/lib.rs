@@ -32,7 +32,10 @@ use spank_pyxis::core::mount::{fstab_escape, parse_mounts, MountEntry};
 use spank_pyxis::core::naming::{self, JobId, StepId};
 use spank_pyxis::core::text::printable;
 
+mod edf;
 mod shell;
+
+pub use edf::edf;
 
 /// Splits `data` at NUL bytes (C strings never contain one) into UTF-8 strings.
 fn fields(data: &[u8]) -> Vec<String> {

@@ -65,5 +65,6 @@ replay_tests!(
     list,
     envfilter,
     conf_script,
-    digest
+    digest,
+    edf
 );
