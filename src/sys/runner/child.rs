@@ -9,7 +9,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{
@@ -51,6 +51,10 @@ pub(super) struct ChildSetup {
 impl ChildSetup {
     /// Runs in the forked child before exec. Async-signal-safe syscalls only.
     pub(super) fn apply(&self) -> std::io::Result<()> {
+        // slurmstepd forks from threads that block SIGTERM, SIGINT, SIGHUP and more, and
+        // a blocked mask survives exec: the parent-death signal below and any SIGTERM
+        // would then stay pending forever (enroot outlived a SIGKILLed slurmstepd).
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
         // Slurm gives slurmstepd a very low OOM score; enroot should not inherit it.
         // Best effort, as in pyxis (the fd is closed when dropped).
         if let Ok(fd) = open(

@@ -369,6 +369,25 @@ mod tests {
     }
 
     #[test]
+    fn the_child_does_not_inherit_blocked_signals() {
+        use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+        // like slurmstepd's threads: SIGTERM blocked in the forking thread
+        let mut term = SigSet::empty();
+        term.add(Signal::SIGTERM);
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&term), None).unwrap();
+        let out = run(
+            &inv("grep", &["^SigBlk:", "/proc/self/status"]),
+            &me(),
+            &mut bound(),
+        );
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&term), None).unwrap();
+        assert_eq!(
+            out.unwrap().split_whitespace().nth(1),
+            Some("0000000000000000")
+        );
+    }
+
+    #[test]
     fn environment_is_exactly_the_given_one() {
         let out = run(&inv("env", &[]), &me(), &mut bound()).unwrap();
         let mut lines: Vec<_> = out.lines().collect();
