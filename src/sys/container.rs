@@ -93,7 +93,7 @@ pub fn start(
             .first_chunk::<4>()
             .map(|w| i32::from_ne_bytes(*w))
             .unwrap_or(0);
-        if let Ok(p) = u32::try_from(pid) {
+        if let Some(p) = u32::try_from(pid).ok().filter(|p| *p > 0) {
             let start = ProcStat::read(p).map_or(0, |s| s.start);
             spawned(Spawned { pid: p, start });
         }
