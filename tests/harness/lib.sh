@@ -105,6 +105,9 @@ apt_ensure() {
     if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
     if [ "$rc" -ne 0 ]; then
         tail -20 "$PXT_LOG/apt.log" >&2
+        if grep -q 'pyxis-rs : Depends: enroot' "$PXT_LOG/apt.log"; then
+            warn "the plugin package installed with --ignore-depends=enroot blocks apt: add ${missing[*]} to packages.sh, which runs before it"
+        fi
         die "apt-get install ${missing[*]} failed (see $PXT_LOG/apt.log)"
     fi
     return 0

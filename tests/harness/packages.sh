@@ -32,6 +32,10 @@ PKGS=(
   debhelper dpkg-dev fakeroot lintian rpm
   # image tooling for later suites (loopback registry, OCI layouts)
   docker-registry skopeo umoci
+  # release.sh's trixie/sid root filesystems. Installed here, before up.sh's
+  # `dpkg -i --ignore-depends=enroot` of the plugin package: from then on apt refuses
+  # every install (pyxis-rs's Depends on enroot is unmet, enroot is in no registry)
+  debootstrap
 )
 apt_ensure "${PKGS[@]}"
 ok "packages present (${#PKGS[@]} checked)"

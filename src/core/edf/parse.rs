@@ -82,10 +82,11 @@ fn key_on_line(text: &str, line: usize) -> String {
         Some((k, _)) => k.trim(),
         None => l.trim_start_matches('[').trim_end_matches(']').trim(),
     };
+    let key = key.trim_matches('"').trim();
     if key.is_empty() {
         "-".to_owned()
     } else {
-        key.trim_matches('"').to_owned()
+        key.to_owned()
     }
 }
 
@@ -277,6 +278,9 @@ NCCL_DEBUG = "INFO"
                 "base_environment",
                 "NUL",
             ),
+            // a syntax error on a line with no key names "-" (found by fuzzing)
+            ("\"", 1, "-", "invalid basic string"),
+            ("x = 1\n\"]", 2, "-", ""),
             (
                 "[annotations]\nx = \"y\"\n",
                 1,
