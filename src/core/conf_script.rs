@@ -178,7 +178,8 @@ mod tests {
     /// Sources the rendered script in `bash -euo pipefail` and calls `func`.
     fn run(script: &str, func: &str, dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
         let file = dir.join("conf");
-        fs::write(&file, script).unwrap();
+        // As the creator task writes it: mapped bytes as the bytes they stand for.
+        fs::write(&file, crate::core::bytes::encode(script)).unwrap();
         let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
         assert!(check.status.success(), "bash -n failed: {check:?}");
         let mut cmd = Command::new("bash");
@@ -313,6 +314,32 @@ mod tests {
             "/src/new\\012line\\011tab\\040back\\134slash \
              /dst//src/new\\012line\\011tab\\040back\\134slash x-create=auto,rbind,ro"
         );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_reach_the_fstab_line_exactly() {
+        use crate::core::bytes::decode;
+        let dir = TempDir::new();
+        // \xff\xfe, a lone \xc3, a space, and the UTF-8 of a reserved code point.
+        let source = b"/src/d\xff\xfe/\xc3 x/\xf4\x8f\xba\x80";
+        let script = ConfScript {
+            mounts: vec![mount(
+                &decode(source),
+                &decode(b"/mnt\xfe"),
+                "x-create=auto,rbind",
+            )],
+            ..ConfScript::default()
+        }
+        .render()
+        .unwrap();
+        for locale in ["C", "C.UTF-8"] {
+            let out = run(&script, "mounts", dir.path(), &[("LC_ALL", locale)]);
+            assert_eq!(
+                out.stdout,
+                b"/src/d\xff\xfe/\xc3\\040x/\xf4\x8f\xba\x80 /mnt\xfe x-create=auto,rbind\n",
+                "{locale}"
+            );
+        }
     }
 
     #[test]

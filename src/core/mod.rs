@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod bytes;
 pub mod cache;
 pub mod conf_script;
 pub mod config;

@@ -7,6 +7,7 @@ use tracing::{debug, error};
 use std::path::PathBuf;
 
 use super::{environment, register_options, HookResult};
+use crate::core::bytes::decode_os;
 use crate::core::config::parse_config;
 use crate::core::hints;
 use crate::error::PluginError;
@@ -32,13 +33,14 @@ pub fn init(h: &Spank<'_>, allocator: bool) -> HookResult {
 
 pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
     state::client(|c| {
-        for e in c.args.apply_env(|name| std::env::var(name).ok()) {
+        // Values that are not UTF-8 are mapped, not dropped (crate::core::bytes).
+        let env = |name: &str| std::env::var_os(name).map(|v| decode_os(&v));
+        for e in c.args.apply_env(env) {
             for line in e.log_lines() {
                 error!("{line}");
             }
         }
-        if let Some(name) = environment::requested(&c.args, std::env::var("PYXIS_ENVIRONMENT").ok())
-        {
+        if let Some(name) = environment::requested(&c.args, env("PYXIS_ENVIRONMENT")) {
             let admin_dir = match &c.config {
                 Some(config) => config.environment_path.clone(),
                 None => environment::admin_dir_of(h.plugin_args()),
@@ -51,7 +53,7 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
                 admin_dir,
                 cwd: std::env::current_dir().ok(),
             };
-            environment::apply(&mut c.args, &name, &reader, &|v| std::env::var(v).ok())?;
+            environment::apply(&mut c.args, &name, &reader, &env)?;
         }
         if let Some(note) = c.args.image.as_deref().and_then(hints::conversion_note) {
             debug!("{note}");

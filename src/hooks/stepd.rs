@@ -20,6 +20,7 @@ use tracing::{debug, error, info};
 use std::path::PathBuf;
 
 use super::{environment, register_options, HookResult};
+use crate::core::bytes::decode_os;
 use crate::core::config::parse_config;
 use crate::core::hints;
 use crate::error::PluginError;
@@ -51,12 +52,10 @@ pub fn init(h: &Spank<'_>) -> HookResult {
 
 pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
     state::stepd(|s| {
-        for e in s.args.apply_env(|name| {
-            h.getenv(name)
-                .ok()
-                .flatten()
-                .and_then(|v| v.into_string().ok())
-        }) {
+        for e in s
+            .args
+            .apply_env(|name| h.getenv(name).ok().flatten().map(|v| decode_os(&v)))
+        {
             for line in e.log_lines() {
                 error!("{line}");
             }
@@ -91,14 +90,11 @@ pub fn init_post_opt(h: &Spank<'_>) -> HookResult {
     Ok(())
 }
 
-/// `--environment` / `PYXIS_ENVIRONMENT` (job env), read as the job user.
+/// `--environment` / `PYXIS_ENVIRONMENT` (job env), read as the job user. Values that are
+/// not UTF-8 are mapped, not dropped ([`crate::core::bytes`]).
 fn apply_environment(h: &Spank<'_>, s: &mut Stepd) -> Result<(), PluginError> {
-    let job_env = |name: &str| {
-        h.getenv(name)
-            .ok()
-            .flatten()
-            .and_then(|v| v.into_string().ok())
-    };
+    let job_env_os = |name: &str| h.getenv(name).ok().flatten();
+    let job_env = |name: &str| job_env_os(name).map(|v| decode_os(&v));
     let Some(name) = environment::requested(&s.args, job_env("PYXIS_ENVIRONMENT")) else {
         return Ok(());
     };
@@ -109,9 +105,9 @@ fn apply_environment(h: &Spank<'_>, s: &mut Stepd) -> Result<(), PluginError> {
         groups: h
             .supplementary_gids()
             .map_err(item("couldn't get job supplementary gids"))?,
-        home: job_env("HOME").map(PathBuf::from),
+        home: job_env_os("HOME").map(PathBuf::from),
         admin_dir: s.config.environment_path.clone(),
-        cwd: job_env("PWD").map(PathBuf::from),
+        cwd: job_env_os("PWD").map(PathBuf::from),
     };
     environment::apply(&mut s.args, &name, &reader, &job_env)
 }

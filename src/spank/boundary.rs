@@ -59,10 +59,8 @@ pub unsafe fn option<E: Report>(
     guarded("option callback", || {
         // SAFETY: Slurm passes NULL or the NUL-terminated option argument, valid for the
         // duration of the callback.
-        match unsafe { super::options::optarg_to_string(optarg) } {
-            Ok(arg) => status(f(val, arg.as_deref(), remote != 0)),
-            Err(e) => status(Err(Plain(e.to_string()))),
-        }
+        let arg = unsafe { super::options::optarg_to_string(optarg) };
+        status(f(val, arg.as_deref(), remote != 0))
     })
 }
 

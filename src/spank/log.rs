@@ -15,6 +15,7 @@ use std::ffi::CString;
 use std::fmt::Write as _;
 use std::sync::Once;
 
+use crate::core::text::show_bytes;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -37,8 +38,10 @@ pub fn install() {
 
 /// Sends one already formatted line to Slurm at `level`.
 pub fn emit(level: Level, target: &str, message: &str) {
+    // Bytes of a value that is not UTF-8 are shown as `\xNN` (crate::core::bytes).
+    let message = show_bytes(message);
     let text = if target == USER_RAW {
-        message.to_owned()
+        message.into_owned()
     } else {
         format!("pyxis: {message}")
     };

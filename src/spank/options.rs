@@ -85,19 +85,16 @@ pub fn register_all(
     Ok(())
 }
 
-/// Copies the option argument Slurm passed (NULL for flags).
+/// Copies the option argument Slurm passed (NULL for flags). Any bytes are accepted, as
+/// in pyxis: what is not UTF-8 is mapped losslessly ([`crate::core::bytes`]).
 ///
 /// # Safety
 /// `optarg` is NULL or a NUL-terminated string valid for the duration of the callback.
-pub(crate) unsafe fn optarg_to_string(optarg: *const c_char) -> Result<Option<String>, SpankError> {
+pub(crate) unsafe fn optarg_to_string(optarg: *const c_char) -> Option<String> {
     if optarg.is_null() {
-        return Ok(None);
+        return None;
     }
     // SAFETY: non-NULL and NUL-terminated per the caller's contract.
     let s = unsafe { std::ffi::CStr::from_ptr(optarg) };
-    s.to_str()
-        .map(|v| Some(v.to_owned()))
-        .map_err(|_| SpankError::Utf8 {
-            what: "option argument",
-        })
+    Some(crate::core::bytes::decode(s.to_bytes()))
 }

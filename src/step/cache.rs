@@ -170,7 +170,7 @@ impl Step {
         };
         timing.add("cache miss", started.elapsed());
         let tmp = slot.temp_path();
-        let out = tmp.to_string_lossy().into_owned();
+        let out = crate::core::bytes::decode_os(tmp.as_os_str());
         let source = pinned_uri(uri, digest);
         self.announce();
         let importing = Instant::now();

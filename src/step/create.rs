@@ -15,6 +15,7 @@ use super::cache::{CacheUse, Timing};
 use super::prepare::pin_running;
 use super::seams::Io;
 use super::{CreateError, Prepared, Step, STOP_COMMAND};
+use crate::core::bytes::{self, decode_os, to_path};
 use crate::core::conf_script::ConfScript;
 use crate::core::naming::{conf_script_prefix, temp_squashfs_name, JobId, StepId};
 use crate::core::plan::{ContainerPlan, Rootfs, Source};
@@ -161,13 +162,13 @@ impl Step {
                 let cache = cache.ok_or(CreateError::NoCache)?;
                 let path = self.cached_squashfs(io, cache, uri, digest, env, timing)?;
                 let started = Instant::now();
-                let created = self.create_from(io, plan, &path.to_string_lossy(), env);
+                let created = self.create_from(io, plan, &decode_os(path.as_os_str()), env);
                 timing.add("enroot create", started.elapsed());
                 return created;
             }
             Source::Import { uri } => {
                 let tmp = self.import(io, uri, env)?;
-                let created = self.create_from(io, plan, &tmp.to_string_lossy(), env);
+                let created = self.create_from(io, plan, &decode_os(tmp.as_os_str()), env);
                 remove_temp_squashfs(&tmp);
                 created
             }
@@ -203,9 +204,9 @@ impl Step {
             Source::Cached { uri, digest } => {
                 let cache = cache.ok_or(CreateError::NoCache)?;
                 let path = self.cached_squashfs(io, cache, uri, digest, env, timing)?;
-                Ok(Target::File(path.to_string_lossy().into_owned()))
+                Ok(Target::File(decode_os(path.as_os_str())))
             }
-            Source::File(path) if !Path::new(path).is_file() => {
+            Source::File(path) if !to_path(path).is_file() => {
                 // enroot start would take a missing file for a container name: let
                 // enroot create say what is wrong with the image, as in pyxis.
                 self.create_from(io, plan, path, env)?;
@@ -219,7 +220,7 @@ impl Step {
             }
             Source::Import { uri } => self
                 .import(io, uri, env)
-                .map(|tmp| Target::File(tmp.to_string_lossy().into_owned())),
+                .map(|tmp| Target::File(decode_os(tmp.as_os_str()))),
             Source::Importer { uri } => {
                 let path = self.importer_get(io, uri, env)?;
                 info!("using importer squashfs directly: {path}");
@@ -235,7 +236,7 @@ impl Step {
         let tmp = self.temp_squashfs();
         // A killed step may have left it behind (W3); import refuses to overwrite.
         remove_temp_squashfs(&tmp);
-        let out = tmp.to_string_lossy().into_owned();
+        let out = decode_os(tmp.as_os_str());
         let mut progress = self.progress();
         let imported = io.enroot.run(
             &self.enroot(&["import", "--output", &out, uri], env),
@@ -384,7 +385,7 @@ impl Step {
             debug!("    {line}");
         }
         let conf = ConfFile::write(self.runtime.path(), self.job.job, self.job.step, &script)?;
-        let conf_path = conf.path.to_string_lossy().into_owned();
+        let conf_path = decode_os(conf.path.as_os_str());
         let mut argv = vec!["start", "--conf", &conf_path, target];
         argv.extend(STOP_COMMAND);
         let mut inv = self.enroot(&argv, env);
@@ -421,7 +422,7 @@ fn remove_temp_squashfs(path: &Path) {
 /// Absolute mount sources must exist (pyxis 0.24): a clear message instead of enroot's.
 fn check_mount_sources(plan: &ContainerPlan) -> Result<(), CreateError> {
     for m in plan.mounts.iter().filter(|m| m.source.starts_with('/')) {
-        match std::fs::metadata(&m.source) {
+        match std::fs::metadata(to_path(&m.source)) {
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
                 return Err(CreateError::MountSource(m.source.clone()))
@@ -458,7 +459,9 @@ impl ConfFile {
             .open(&path)
             .map_err(|e| CreateError::ConfScript(format!("{}: {e}", path.display())))?;
         let conf = ConfFile { path };
-        file.write_all(script.as_bytes())
+        // The script is text with mapped bytes (paths that are not UTF-8): written as
+        // the bytes they stand for, so enroot mounts exactly the user's paths.
+        file.write_all(&bytes::encode(script))
             .map_err(|e| CreateError::ConfScript(format!("{}: {e}", conf.path.display())))?;
         Ok(conf)
     }

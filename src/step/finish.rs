@@ -9,6 +9,7 @@ use tracing::info;
 
 use super::seams::Io;
 use super::{FinishError, Prepared, Step};
+use crate::core::bytes;
 use crate::core::config::Scope;
 use crate::core::marker::marker_name;
 use crate::core::naming::is_step_file;
@@ -72,11 +73,12 @@ impl Prepared {
             return Ok(());
         }
         let path = if save.starts_with('/') {
-            PathBuf::from(save)
+            bytes::to_path(save)
         } else {
-            PathBuf::from(step.job.cwd.as_deref().ok_or(FinishError::SaveNoCwd)?).join(save)
+            PathBuf::from(step.job.cwd.as_deref().ok_or(FinishError::SaveNoCwd)?)
+                .join(bytes::to_path(save))
         };
-        let out = path.to_string_lossy().into_owned();
+        let out = bytes::decode_os(path.as_os_str());
         io.enroot
             .run(
                 &step.enroot(&["export", "-f", "-o", &out, &plan.name], &self.job_env),

@@ -78,13 +78,13 @@ impl Prepared {
         self.apply_environment(io, &task_env, &container_env)?;
         io.host.join(namespaces).map_err(JoinError::Join)?;
         let dir = match &self.step.args.workdir {
-            Some(w) => OsString::from(w),
+            Some(w) => crate::core::bytes::to_os(w),
             None => cwd,
         };
         io.host
             .chdir(Path::new(&dir))
             .map_err(|source| JoinError::Chdir {
-                dir: dir.to_string_lossy().into_owned(),
+                dir: crate::core::bytes::decode_os(&dir),
                 source,
             })?;
         if !namespaces.privileged() {

@@ -35,6 +35,7 @@ use std::path::PathBuf;
 pub use error::{CreateError, FinishError, JoinError, PrepareError, SetupError, StepError};
 
 use crate::core::args::Args;
+use crate::core::bytes;
 use crate::core::config::Config;
 use crate::core::envfilter::{enroot_env, EnrootEnvInput};
 use crate::core::naming::{JobId, StepId};
@@ -138,7 +139,9 @@ impl Step {
         self.runtime.path().to_owned()
     }
 
-    /// An enroot command line with the environment pyxis gives enroot (§5.20).
+    /// An enroot command line with the environment pyxis gives enroot (§5.20). `argv` is
+    /// text as `core` handles it: mapped bytes become the original bytes here
+    /// (`core::bytes`), so values reach enroot exactly as the user gave them.
     fn enroot(&self, argv: &[&str], job_env: &[OsString]) -> Invocation {
         let host_path = std::env::var("PATH").ok();
         let env = enroot_env(&EnrootEnvInput {
@@ -152,7 +155,7 @@ impl Step {
         });
         Invocation {
             program: ENROOT.into(),
-            args: argv.iter().map(OsString::from).collect(),
+            args: argv.iter().map(|a| bytes::to_os(a)).collect(),
             env,
         }
     }
@@ -160,7 +163,7 @@ impl Step {
     /// An importer command line: same environment as enroot (§5.11), no PATH search.
     fn importer(&self, argv: &[&str], job_env: &[OsString]) -> Invocation {
         let mut inv = self.enroot(argv, job_env);
-        inv.program = self.importer_path().into();
+        inv.program = bytes::to_os(&self.importer_path());
         inv
     }
 
@@ -168,7 +171,7 @@ impl Step {
         self.config
             .importer
             .as_ref()
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| bytes::decode_os(p.as_os_str()))
             .unwrap_or_default()
     }
 

@@ -77,7 +77,7 @@ fn prepare(step: &Step, io: Io<'_>) -> Result<Ready, PrepareError> {
                 source,
             })?;
         let script = argv.first().ok_or(PrepareError::NoBatchScript)?;
-        Some(script.to_string_lossy().into_owned())
+        Some(crate::core::bytes::decode_os(script))
     } else {
         None
     };

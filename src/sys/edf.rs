@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
 
+use crate::core::bytes;
 use crate::core::edf::{self, Edf, EdfError, MAX_FILE_SIZE};
 
 /// Who reads, and where names are looked up.
@@ -49,14 +50,15 @@ impl Reader {
 
     /// Where `name` may be, in search order.
     fn candidates(&self, name: &str) -> Vec<PathBuf> {
+        // `name` may stand for bytes that are not UTF-8 (crate::core::bytes).
         if is_path(name) {
-            let p = Path::new(name);
+            let p = bytes::to_path(name);
             return vec![match &self.cwd {
                 Some(cwd) if p.is_relative() => cwd.join(p),
-                _ => p.to_path_buf(),
+                _ => p,
             }];
         }
-        let file = format!("{name}.toml");
+        let file = bytes::to_path(&format!("{name}.toml"));
         let mut dirs = Vec::new();
         if let Some(home) = &self.home {
             dirs.push(home.join(".edf"));
@@ -103,16 +105,16 @@ impl Reader {
         if meta.len() > MAX_FILE_SIZE {
             return Err(err(format!("larger than {MAX_FILE_SIZE} bytes")));
         }
-        let mut bytes = Vec::new();
+        let mut raw = Vec::new();
         (&mut file)
             .take(MAX_FILE_SIZE + 1)
-            .read_to_end(&mut bytes)
+            .read_to_end(&mut raw)
             .map_err(|e| err(e.to_string()))?;
-        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_SIZE {
+        if u64::try_from(raw.len()).unwrap_or(u64::MAX) > MAX_FILE_SIZE {
             return Err(err(format!("larger than {MAX_FILE_SIZE} bytes")));
         }
-        String::from_utf8(bytes)
-            .map(Some)
+        String::from_utf8(raw)
+            .map(|text| Some(bytes::from_utf8_text(text)))
             .map_err(|_| err("not UTF-8 text (TOML files are UTF-8)".to_owned()))
     }
 
@@ -153,6 +155,7 @@ impl Reader {
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::unix::ffi::OsStringExt;
 
     fn reader(dir: &Path) -> Reader {
         Reader {
@@ -237,6 +240,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not UTF-8"));
+        // A file name that is not UTF-8, and a value with a reserved code point of
+        // core::bytes: both exact (the value is what enroot would get).
+        fs::write(
+            d.join(std::ffi::OsString::from_vec(b"e\xff.toml".to_vec())),
+            "image = \"/i\u{10fe80}\"\n",
+        )
+        .unwrap();
+        let e = r.resolve(&bytes::decode(b"e\xff.toml"), &none).unwrap();
+        assert_eq!(
+            bytes::encode(e.image.as_deref().unwrap()),
+            "/i\u{10fe80}".as_bytes()
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 }

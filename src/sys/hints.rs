@@ -2,12 +2,10 @@
 //! task that reports a failed step (the user, in the job's working directory), only
 //! after something already failed.
 
-use std::path::Path;
-
 /// True when `name` (no `/`) is a regular file in the working directory: the step's,
 /// since Slurm starts every task there.
 pub fn file_in_cwd(name: &str) -> bool {
-    !name.contains('/') && Path::new(name).is_file()
+    !name.contains('/') && crate::core::bytes::to_path(name).is_file()
 }
 
 /// `user.max_user_namespaces`, when readable.

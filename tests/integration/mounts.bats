@@ -235,3 +235,38 @@ assert_literal_or_refused() {
     done
     assert_no_own_leftovers
 }
+
+# bytes_dir: a directory whose name is not UTF-8 (\xff\xfe), holding a copy of the test
+# image and a mount source whose name is not UTF-8 either; sets BDIR and BSRC.
+bytes_dir() {
+    BDIR="$BATS_TEST_TMPDIR/d"$'\xff\xfe'
+    BSRC="$BDIR/src"$'\xff'
+    mkdir -p "$BSRC"
+    cp "$PXT_IMAGE" "$BDIR/img.sqsh"
+    echo "bytes mount source" > "$BSRC/file"$'\xfe'
+}
+
+@test "mounts: paths that are not UTF-8 reach enroot byte-exact (image, mount source and target, workdir)" {
+    bytes_dir
+    local target=/mnt/b$'\xfe'
+    run_srun_stdout --container-image="$BDIR/img.sqsh" --container-mounts="$BSRC:$target" \
+        --container-workdir="$target" sh -c 'pwd; ls; cat ./*'
+    [ "$output" = "$target"$'\n'"file"$'\xfe'$'\n'"bytes mount source" ]
+    assert_no_own_leftovers
+}
+
+@test "mounts: PYXIS_CONTAINER_IMAGE, _MOUNTS and _WORKDIR that are not UTF-8 pass through too" {
+    bytes_dir
+    export PYXIS_CONTAINER_IMAGE="$BDIR/img.sqsh" PYXIS_CONTAINER_MOUNTS="$BSRC:/mnt/e"$'\xff'
+    export PYXIS_CONTAINER_WORKDIR=/mnt/e$'\xff'
+    run_srun_stdout sh -c 'pwd; cat ./file*'
+    [ "$output" = "/mnt/e"$'\xff'$'\n'"bytes mount source" ]
+    assert_no_own_leftovers
+}
+
+@test "mounts: a missing source that is not UTF-8 is named with its bytes shown as \\xNN" {
+    run_srun_unchecked --container-image="$PXT_IMAGE" --container-mounts=/nonexistent$'\xff'":/mnt" true
+    [ "$status" -ne 0 ]
+    assert_output_contains '/nonexistent\xff'
+    assert_no_own_leftovers
+}

@@ -54,6 +54,18 @@ assert_squashfs() {
     [ "$output" = relative ]
 }
 
+@test "save: a path that is not UTF-8, relative to a working directory that is not either, is exact" {
+    local work="$BATS_TEST_TMPDIR/w"$'\xff'
+    mkdir -p "$work"
+    cd "$work"
+    run_srun --container-image="$PXT_IMAGE" --container-save=s$'\xfe'.sqsh sh -c 'echo bytes > /i3-saved'
+    # the message shows the bytes escaped
+    assert_output_contains 'to s\xfe.sqsh'
+    assert_squashfs "$work/s"$'\xfe'.sqsh
+    run_srun_stdout --container-image="$work/s"$'\xfe'.sqsh cat /i3-saved
+    [ "$output" = bytes ]
+}
+
 @test "save: a relative path without PWD in the job environment is refused, not guessed" {
     mkdir -p "$BATS_TEST_TMPDIR/work"
     cd "$BATS_TEST_TMPDIR/work"

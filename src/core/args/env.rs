@@ -84,7 +84,7 @@ impl Args {
         let Some(value) = get(var) else {
             return;
         };
-        let result = if value.len() > MAX_VALUE_LEN {
+        let result = if crate::core::bytes::encoded_len(&value) > MAX_VALUE_LEN {
             Err(ArgError::EnvValueTooLong { var })
         } else {
             self.apply(id, Some(&value))

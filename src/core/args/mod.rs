@@ -9,11 +9,17 @@
 //! `src/spank` to register the options and by the option callbacks and
 //! `init_post_opt` of srun, sbatch/salloc and slurmstepd (`src/hooks`).
 //!
+//! Values are bytes, as in pyxis: an argument or a `PYXIS_CONTAINER_*` value that is
+//! not UTF-8 is mapped losslessly into the `String`s here ([`crate::core::bytes`]), so
+//! image paths, mount sources and targets, the workdir and the save path reach enroot
+//! byte for byte; lengths are counted in the original bytes.
+//!
 //! Deliberate differences from pyxis 0.24.0, each a fix of a weak spot of
 //! §9 that no valid input depends on:
 //! * W5: `--container-env` names must be shell identifiers.
 //! * W8: `--container-name` names may not contain `/`, whitespace or control
-//!   characters, may not be `.`/`..` and are limited to 200 bytes.
+//!   characters, may not be `.`/`..`, must be UTF-8 and are limited to 200 bytes
+//!   (a name is also a lock file name and is matched in `enroot list` output).
 //! * W25: a repeated `--container-name` is compared with the stored *full*
 //!   argument, so an identical re-delivery of `foo:exec` is accepted and
 //!   `foo` followed by `foo:create` is rejected.
@@ -36,6 +42,7 @@ use thiserror::Error;
 pub use options::spec;
 pub use options::{OptionId, OptionSpec, OPTIONS};
 
+use crate::core::bytes;
 use crate::core::mount::{self, MountEntry, MountError};
 use crate::core::text::printable;
 
@@ -231,11 +238,13 @@ pub fn is_identifier(s: &str) -> bool {
     bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// True when `name` can be stored by enroot and found again by pyxis (W8).
+/// True when `name` can be stored by enroot and found again by pyxis (W8); a name
+/// must be UTF-8 text, like the rest of the name rules a difference from pyxis.
 fn is_valid_container_name(name: &str) -> bool {
     name.len() <= MAX_NAME_LEN
         && name != "."
         && name != ".."
+        && bytes::is_exact_utf8(name)
         && !name
             .chars()
             .any(|c| c == '/' || c.is_whitespace() || c.is_control())
@@ -297,7 +306,7 @@ impl Args {
         match id {
             OptionId::Image => {
                 let a = required(id, arg)?;
-                if a.len() > MAX_VALUE_LEN {
+                if bytes::encoded_len(a) > MAX_VALUE_LEN {
                     return Err(ArgError::ImageTooLong);
                 }
                 if crate::core::hints::is_registry_address(a) {

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use super::super::seams::{Enroot, Host, Io, Slurm};
@@ -63,9 +64,9 @@ impl Slurm for FakeSlurm {
     fn getenv(&self, name: &str) -> Result<Option<OsString>, SpankError> {
         let prefix = format!("{name}=");
         Ok(self.env.borrow().iter().find_map(|e| {
-            e.to_str()
-                .and_then(|e| e.strip_prefix(&prefix))
-                .map(OsString::from)
+            e.as_bytes()
+                .strip_prefix(prefix.as_bytes())
+                .map(|v| OsString::from_vec(v.to_vec()))
         }))
     }
     fn setenv(&self, name: &OsStr, value: &OsStr, overwrite: bool) -> Result<bool, SpankError> {
@@ -97,6 +98,10 @@ impl Slurm for FakeSlurm {
 #[derive(Default)]
 pub(super) struct FakeEnroot {
     pub(super) calls: RefCell<Vec<String>>,
+    /// Each call's argv, byte for byte.
+    pub(super) argvs: RefCell<Vec<Vec<OsString>>>,
+    /// The `--conf` script of each `start`, byte for byte.
+    pub(super) confs: RefCell<Vec<Vec<u8>>>,
     /// The plugstack key bounding each call, in order.
     pub(super) bounds: RefCell<Vec<&'static str>>,
     /// `list -f` answers, one per call (the last one repeats).
@@ -124,6 +129,7 @@ impl FakeEnroot {
     }
 
     fn record(&self, inv: &Invocation) -> Result<String, RunError> {
+        self.argvs.borrow_mut().push(inv.args.clone());
         let line = std::iter::once(inv.program.clone())
             .chain(inv.args.iter().cloned())
             .map(|a| a.to_string_lossy().into_owned())
@@ -234,6 +240,9 @@ impl Enroot for FakeEnroot {
             pid: self.helper,
             start: 1,
         });
+        if let Some(conf) = inv.args.get(2) {
+            self.confs.borrow_mut().push(std::fs::read(conf).unwrap());
+        }
         self.record(inv).map_err(StartError::Spawn)?;
         Ok(Helper {
             pid: self.helper,
@@ -246,6 +255,8 @@ impl Enroot for FakeEnroot {
 /// that would change the process recorded instead.
 pub(super) struct FakeHost {
     pub(super) calls: RefCell<Vec<String>>,
+    /// Each `chdir`'s directory, byte for byte.
+    pub(super) chdirs: RefCell<Vec<PathBuf>>,
     pub(super) fail_chdir: bool,
     /// The helper was still stopped at the end and led its process group.
     pub(super) stopped_group: bool,
@@ -259,6 +270,7 @@ impl Default for FakeHost {
     fn default() -> FakeHost {
         FakeHost {
             calls: RefCell::default(),
+            chdirs: RefCell::default(),
             fail_chdir: false,
             stopped_group: false,
             group_polls: RefCell::new(0),
@@ -293,6 +305,7 @@ impl Host for FakeHost {
     }
     fn chdir(&self, dir: &Path) -> std::io::Result<()> {
         self.push(format!("chdir {}", dir.display()));
+        self.chdirs.borrow_mut().push(dir.to_owned());
         if self.fail_chdir {
             return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
         }

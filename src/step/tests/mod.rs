@@ -4,6 +4,7 @@
 //! Tasks are simulated one after another in this process; the shared state is the real
 //! anonymous mapping, the runtime directory a real private temp directory.
 
+mod bytes;
 mod fakes;
 
 use fakes::Node;

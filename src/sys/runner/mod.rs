@@ -26,6 +26,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::unistd::{Gid, Pid};
 
+use crate::core::bytes::decode_os;
 use child::ChildSetup;
 use wait::Stopped;
 
@@ -63,10 +64,10 @@ impl Credentials {
 impl Invocation {
     /// The command line as pyxis logs it (`running enroot command: "..."`).
     pub fn display(&self) -> String {
-        let mut s = self.program.to_string_lossy().into_owned();
+        let mut s = decode_os(&self.program);
         for a in &self.args {
             s.push(' ');
-            s.push_str(&a.to_string_lossy());
+            s.push_str(&decode_os(a));
         }
         s
     }
@@ -330,7 +331,9 @@ fn read_all(f: &mut File) -> String {
     if f.seek(SeekFrom::Start(0)).is_ok() {
         let _ = f.read_to_end(&mut buf);
     }
-    String::from_utf8_lossy(&buf).into_owned()
+    // Mapped, not lossy (crate::core::bytes): a path the importer prints, a container
+    // `enroot list` shows, come back exactly.
+    crate::core::bytes::decode(&buf)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use spank_pyxis::core::args::{is_identifier, ArgError, Args, OptionId};
+use spank_pyxis::core::bytes;
 use spank_pyxis::core::cache::{self, CacheFile, Digest};
 use spank_pyxis::core::conf_script::{sh_quote, ConfScript};
 use spank_pyxis::core::config::{parse_config, parse_size};
@@ -37,11 +38,10 @@ mod shell;
 
 pub use edf::edf;
 
-/// Splits `data` at NUL bytes (C strings never contain one) into UTF-8 strings.
+/// Splits `data` at NUL bytes (C strings never contain one) into strings, mapping
+/// bytes that are not UTF-8 as the option callback and the env reads do.
 fn fields(data: &[u8]) -> Vec<String> {
-    data.split(|b| *b == 0)
-        .map(|f| String::from_utf8_lossy(f).into_owned())
-        .collect()
+    data.split(|b| *b == 0).map(bytes::decode).collect()
 }
 
 /// A log or error line must not contain anything that starts a new line or moves
@@ -62,12 +62,13 @@ fn assert_error_lines(e: &ArgError) {
 /// What every accepted `Args` satisfies, whatever the input.
 fn assert_args_invariants(args: &Args) {
     if let Some(image) = &args.image {
-        assert!(!image.is_empty() && image.len() < 4096);
+        assert!(!image.is_empty() && bytes::encoded_len(image) < 4096);
     }
     if let Some(name) = &args.name {
         let n = &name.name;
         assert!(!n.is_empty() && n != "." && n != "..", "{n:?}");
         assert!(!n.contains('/'), "a container name with a slash: {n:?}");
+        assert!(bytes::is_exact_utf8(n), "a container name not UTF-8: {n:?}");
         assert!(
             !n.chars().any(|c| c.is_whitespace() || c.is_control()),
             "{n:?}"
@@ -104,8 +105,8 @@ pub fn args(data: &[u8]) {
             continue;
         };
         let id = OptionId::ALL[usize::from(sel) % OptionId::ALL.len()];
-        let value = String::from_utf8_lossy(value);
-        let arg = (sel & 0x80 == 0).then_some(value.as_ref());
+        let value = bytes::decode(value);
+        let arg = (sel & 0x80 == 0).then_some(value.as_str());
         let before = args.clone();
         match args.apply(id, arg) {
             Ok(()) => {}
@@ -207,9 +208,8 @@ fn unescape_fstab(field: &str) -> String {
 
 /// `--container-mounts`: the whole input is one argument.
 pub fn mount(data: &[u8]) {
-    let Ok(arg) = std::str::from_utf8(data) else {
-        return;
-    };
+    let arg = bytes::decode(data);
+    let arg = arg.as_str();
     match parse_mounts(arg) {
         Ok(entries) => {
             assert_eq!(entries.len(), arg.split(',').count());

@@ -3,6 +3,8 @@
 use super::*;
 use std::collections::HashMap;
 
+mod bytes;
+
 /// A sequence of option deliveries.
 type Steps<'a> = &'a [(OptionId, Option<&'a str>)];
 /// An environment as (name, value) pairs.
