@@ -12,7 +12,6 @@ use std::time::Instant;
 use tracing::{debug, info};
 
 use super::cache::{CacheUse, Timing};
-use super::prepare::pin_running;
 use super::seams::Io;
 use super::{CreateError, Prepared, Step, STOP_COMMAND};
 use crate::core::bytes::{self, decode_os, to_path};
@@ -55,17 +54,16 @@ impl Prepared {
         };
         // Under the lock the named container may have been created or started by
         // another step since user_init looked: decide again (an attach stays an attach).
-        let plan = match (&self.plan.rootfs, self.plan.named) {
+        let (plan, attached) = match (&self.plan.rootfs, self.plan.named) {
             (Rootfs::Create(_) | Rootfs::Reuse, true) => {
-                Cow::Owned(step.plan(io, task_env, self.batch_script.as_deref(), &self.facts)?)
+                let (plan, attached) =
+                    step.plan(io, task_env, self.batch_script.as_deref(), &self.facts)?;
+                if plan.rootfs != self.plan.rootfs {
+                    step.announce_plan(&plan);
+                }
+                (Cow::Owned(plan), attached)
             }
-            _ => Cow::Borrowed(&self.plan),
-        };
-        let attached = match (&plan.rootfs, &self.plan.rootfs) {
-            (Rootfs::Attach { pid }, Rootfs::Create(_) | Rootfs::Reuse) => {
-                Some((*pid, pin_running(step, io, task_env, &plan.name, *pid)?))
-            }
-            _ => None,
+            _ => (Cow::Borrowed(&self.plan), None),
         };
         let mut timing = self.timing.clone();
         let cache = self.cache.as_ref();

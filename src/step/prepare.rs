@@ -109,11 +109,9 @@ fn prepare(step: &Step, io: Io<'_>) -> Result<Ready, PrepareError> {
         digest: digest.filter(|_| cache.is_some()),
         direct,
     };
-    let plan = step.decide(existing, batch_script.as_deref(), &facts)?;
-    let pinned = match plan.rootfs {
-        Rootfs::Attach { pid } => Some(pin_running(step, io, &job_env, &plan.name, pid)?),
-        _ => None,
-    };
+    let (plan, pinned) = step.settle(io, &job_env, existing, batch_script.as_deref(), &facts)?;
+    step.announce_plan(&plan);
+    let pinned = pinned.map(|(_, ns)| ns);
     Ok(Ready {
         plan,
         shm,
@@ -136,9 +134,40 @@ impl Step {
         job_env: &[OsString],
         batch_script: Option<&str>,
         facts: &ImageFacts,
-    ) -> Result<ContainerPlan, PrepareError> {
+    ) -> Result<(ContainerPlan, Option<(u32, ContainerNamespaces)>), PrepareError> {
         let existing = self.existing(io, job_env)?;
-        self.decide(existing, batch_script, facts)
+        self.settle(io, job_env, existing, batch_script, facts)
+    }
+
+    /// Decides, and pins the namespaces of a running container the plan attaches to. A
+    /// container that stops between `enroot list` and the pin is decided again from
+    /// what `enroot list` says then (reused, or created if it was removed), instead of
+    /// failing the step.
+    fn settle(
+        &self,
+        io: Io<'_>,
+        job_env: &[OsString],
+        mut existing: ContainerState,
+        batch_script: Option<&str>,
+        facts: &ImageFacts,
+    ) -> Result<(ContainerPlan, Option<(u32, ContainerNamespaces)>), PrepareError> {
+        for _ in 0..3 {
+            let mut plan = self.decide(existing, batch_script, facts)?;
+            let Rootfs::Attach { pid } = plan.rootfs else {
+                return Ok((plan, None));
+            };
+            match pin_running(self, io, job_env, &plan.name, pid)? {
+                Pin::Running(pid, ns) => {
+                    plan.rootfs = Rootfs::Attach { pid };
+                    return Ok((plan, Some((pid, ns))));
+                }
+                Pin::Gone(now) => {
+                    info!("container {} stopped while attaching to it", plan.name);
+                    existing = now;
+                }
+            }
+        }
+        Err(PrepareError::AttachRace(self.container_name()))
     }
 
     /// What `enroot list -f` says of the named container; `Absent` when unnamed.
@@ -158,7 +187,7 @@ impl Step {
         batch_script: Option<&str>,
         facts: &ImageFacts,
     ) -> Result<ContainerPlan, PrepareError> {
-        let plan = decide(&Facts {
+        Ok(decide(&Facts {
             args: &self.args,
             config: &self.config,
             job: self.job.job,
@@ -168,7 +197,11 @@ impl Step {
             existing,
             digest: facts.digest.as_ref(),
             direct: &facts.direct,
-        })?;
+        })?)
+    }
+
+    /// Tells the log and the user what the plan means; once per decision that is used.
+    pub(super) fn announce_plan(&self, plan: &ContainerPlan) {
         match plan.rootfs {
             Rootfs::Attach { .. } => info!("reusing existing container namespaces"),
             Rootfs::Reuse => info!("reusing existing container filesystem"),
@@ -180,7 +213,6 @@ impl Step {
         for notice in &plan.notices {
             tracing::error!(target: USER, "{}", notice.text());
         }
-        Ok(plan)
     }
 
     fn container_name(&self) -> String {
@@ -211,25 +243,37 @@ impl Step {
     }
 }
 
+/// What pinning a running container found.
+enum Pin {
+    /// The namespaces of the container's process, proven to be its.
+    Running(u32, ContainerNamespaces),
+    /// The container stopped (or was removed) meanwhile: what `enroot list -f` says now.
+    Gone(ContainerState),
+}
+
 /// Opens the namespaces of a running container and proves they are its (W1): the pid
 /// `enroot list -f` named must still be listed for the container after the namespace
 /// files were opened, so a container that exited or a recycled pid is never joined.
-pub(super) fn pin_running(
+fn pin_running(
     step: &Step,
     io: Io<'_>,
     job_env: &[OsString],
     name: &str,
     mut pid: u32,
-) -> Result<ContainerNamespaces, PrepareError> {
+) -> Result<Pin, PrepareError> {
     for _ in 0..3 {
-        let ns = io
-            .host
-            .open_namespaces(pid, step.args.unshare)
-            .map_err(PrepareError::Namespaces)?;
-        match step.lookup(io, job_env, name)? {
-            ContainerState::Running(now) if now == pid => return Ok(ns),
-            ContainerState::Running(now) => pid = now,
-            _ => break,
+        let opened = match io.host.open_namespaces(pid, step.args.unshare) {
+            Ok(ns) => Some(ns),
+            // It may have exited after enroot listed it: ask again.
+            Err(e) if e.process_gone() => None,
+            Err(e) => return Err(PrepareError::Namespaces(e)),
+        };
+        match (step.lookup(io, job_env, name)?, opened) {
+            (ContainerState::Running(now), Some(ns)) if now == pid => {
+                return Ok(Pin::Running(pid, ns))
+            }
+            (ContainerState::Running(now), _) => pid = now,
+            (now, _) => return Ok(Pin::Gone(now)),
         }
     }
     Err(PrepareError::AttachRace(name.to_owned()))

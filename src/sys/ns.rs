@@ -93,6 +93,20 @@ pub enum NsError {
     },
 }
 
+impl NsError {
+    /// The process exited before its namespace files could be opened (`ENOENT` for a
+    /// pid that is gone or a zombie, `ESRCH` while it is being reaped).
+    pub fn process_gone(&self) -> bool {
+        match self {
+            NsError::Open { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::ESRCH)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Open namespace files of one container process.
 #[derive(Debug)]
 pub struct ContainerNamespaces {
@@ -294,5 +308,8 @@ mod tests {
                 .starts_with("unable to open user namespace file"),
             "{err}"
         );
+        assert!(err.process_gone(), "{err:?}");
+        let other = NsError::NotUnshared("net", "network");
+        assert!(!other.process_gone());
     }
 }

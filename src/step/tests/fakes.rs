@@ -264,6 +264,8 @@ pub(super) struct FakeHost {
     pub(super) group_polls: RefCell<u32>,
     /// What the direct-start probe answers.
     pub(super) direct: DirectSupport,
+    /// Processes that exited after `enroot list` named them: opening them fails.
+    pub(super) gone: Vec<u32>,
 }
 
 impl Default for FakeHost {
@@ -275,6 +277,7 @@ impl Default for FakeHost {
             stopped_group: false,
             group_polls: RefCell::new(0),
             direct: DirectSupport::Unavailable("no squashfuse in the test".into()),
+            gone: Vec::new(),
         }
     }
 }
@@ -291,6 +294,12 @@ impl FakeHost {
 impl Host for FakeHost {
     fn open_namespaces(&self, pid: u32, _: Unshare) -> Result<ContainerNamespaces, NsError> {
         self.push(format!("open {pid}"));
+        if self.gone.contains(&pid) {
+            return Err(NsError::Open {
+                kind: crate::sys::ns::NsKind::User,
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
         ContainerNamespaces::own_as_container()
     }
     fn join(&self, _: &ContainerNamespaces) -> Result<(), NsError> {

@@ -194,6 +194,53 @@ fn a_container_started_meanwhile_is_attached_to_not_started_twice() {
 }
 
 #[test]
+fn a_container_that_stops_while_being_attached_is_started_again() {
+    // five steps of one name at once (concurrency.bats W2): under the name lock the
+    // creator finds another step's container running, which exits before its namespaces
+    // are opened; the step starts the stopped filesystem instead of failing
+    let mut node = Node::new("attach-gone", 1);
+    node.host.gone.push(4242);
+    node.enroot.lists.replace(vec![
+        "NAME PID\n".into(),
+        "NAME PID\npyxis_dev 4242 sh\n".into(),
+        "NAME PID\npyxis_dev\n".into(),
+    ]);
+    let mut phase = node.prepare(&[(IMAGE, Some("/x.sqsh")), (NAME, Some("dev"))]);
+    assert!(matches!(plan_of(&phase).rootfs, Rootfs::Create(_)));
+    let (entered, _) = node.run(&mut phase);
+    assert_eq!(entered, vec![Ok(())]);
+    let calls = node.enroot.calls_in(&node.rt());
+    assert_eq!(
+        calls,
+        vec![
+            "enroot list -f".to_owned(),
+            "enroot list -f".to_owned(),
+            "enroot list -f".to_owned(),
+            format!("{START} pyxis_dev sh -c kill -STOP $$ ; exit 0"),
+        ]
+    );
+    let pid = std::process::id();
+    let opens: Vec<_> = node
+        .host
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("open"))
+        .collect();
+    assert_eq!(opens, vec!["open 4242".to_owned(), format!("open {pid}")]);
+
+    // in user_init the same: a listed container that is gone is not attached to, and
+    // one that was removed meanwhile is created
+    let mut node = Node::new("attach-removed", 1);
+    node.host.gone.push(4242);
+    node.enroot.lists.replace(vec![
+        "NAME PID\npyxis_dev 4242 sh\n".into(),
+        "NAME PID\n".into(),
+    ]);
+    let phase = node.prepare(&[(IMAGE, Some("/x.sqsh")), (NAME, Some("dev"))]);
+    assert!(matches!(plan_of(&phase).rootfs, Rootfs::Create(_)));
+}
+
+#[test]
 fn direct_start_keeps_the_helper_until_the_end() {
     let mut node = Node::new("direct", 2);
     node.host.direct = FUSE;
