@@ -16,9 +16,6 @@
 # cache on a full tmpfs, enroot hanging past the plugin's deadline, and hostile strings
 # in every option and PYXIS_CONTAINER_* variable.
 #
-# Not here yet, because it fails: SIGKILL of slurmstepd while a second task waits to join
-# leaves the job COMPLETING for more than 60 s. Open in issue 11.
-#
 # As root; steps run as the test user. Ends with one "N passed, N failed" line.
 
 load common
@@ -220,6 +217,7 @@ fault_case() {
 @test "faults: kill-stepd during start" { fault_case kill-stepd start; }
 @test "faults: scancel during start" { fault_case scancel start; }
 @test "faults: kill-enroot during join" { fault_case kill-enroot join; }
+@test "faults: kill-stepd during join" { fault_case kill-stepd join; }
 @test "faults: scancel during join" { fault_case scancel join; }
 @test "faults: kill-enroot during export" { fault_case kill-enroot export; }
 @test "faults: kill-stepd during export" { fault_case kill-stepd export; }
