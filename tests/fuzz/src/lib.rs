@@ -376,23 +376,21 @@ pub fn envfilter(data: &[u8]) {
 /// `sh_quote` and the `mounts()` function of enroot's configuration script, checked
 /// by a real `sh`: the quoted word must read back as the input byte for byte, and the
 /// function must print each accepted mount as exactly one fstab line that decodes to
-/// it. The input is `WORD\0MOUNTS`.
+/// it. The input is `WORD\0MOUNTS`; bytes that are not UTF-8 are mapped as the option
+/// callback maps them, and reach `sh` as the original bytes, as in the plugin.
 pub fn conf_script(data: &[u8]) {
     let mut parts = data.splitn(2, |b| *b == 0);
     let word = parts.next().unwrap_or_default();
     let mounts = parts.next().unwrap_or_default();
-    if let Ok(word) = std::str::from_utf8(word) {
-        let quoted = sh_quote(word);
-        let got = shell::run(&format!("printf '%s' {quoted}"));
-        assert_eq!(got, word.as_bytes(), "sh read {quoted:?} back differently");
-    }
+    let quoted = sh_quote(&bytes::decode(word));
+    let got = shell::run(&format!("printf '%s' {quoted}"));
+    assert_eq!(got, word, "sh read {quoted:?} back differently");
     // option values are C strings: a NUL cannot reach the parser
-    let Ok(mounts) = std::str::from_utf8(mounts) else {
-        return;
-    };
-    if mounts.contains('\0') {
+    if mounts.contains(&0) {
         return;
     }
+    let mounts = bytes::decode(mounts);
+    let mounts = mounts.as_str();
     let Ok(entries) = parse_mounts(mounts) else {
         return;
     };
@@ -404,7 +402,7 @@ pub fn conf_script(data: &[u8]) {
     };
     let text = script.render().expect("parsed mounts render");
     let out = shell::run(&format!("{text}\nmounts"));
-    let out = String::from_utf8(out).expect("sh printed UTF-8");
+    let out = bytes::decode(&out);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), entries.len(), "mounts() printed {out:?}");
     for (line, m) in lines.iter().zip(&entries) {

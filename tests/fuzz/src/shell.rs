@@ -31,7 +31,8 @@ fn spawn() -> Shell {
 }
 
 /// Runs `script` (no NUL bytes; its output must have none either) in a subshell of the
-/// shared `sh` and returns what it printed. A syntax error ends the subshell, not the
+/// shared `sh` and returns what it printed. The script is written as the plugin writes
+/// the conf script: mapped bytes (`core::bytes`) become the original bytes. A syntax error ends the subshell, not the
 /// shell; a shell that died is a finding.
 pub fn run(script: &str) -> Vec<u8> {
     assert!(!script.contains('\0'));
@@ -41,7 +42,9 @@ pub fn run(script: &str) -> Vec<u8> {
     // what sh reads from a file. So the script is written as it is, inside ( ), and a
     // NUL after the subshell marks the end of its output.
     let input = format!("(\n{script}\n) 2>/dev/null </dev/null\nprintf '\\000'\n");
-    sh.stdin.write_all(input.as_bytes()).expect("sh is alive");
+    sh.stdin
+        .write_all(&spank_pyxis::core::bytes::encode(&input))
+        .expect("sh is alive");
     sh.stdin.flush().expect("sh is alive");
     let mut out = Vec::new();
     sh.stdout.read_until(0, &mut out).expect("sh output");
