@@ -4,7 +4,8 @@
 # the step is left (no container in `enroot list`, no file of the job in the runtime
 # directory, no lock file, no process of the test user).
 #
-# Each phase is caught with the enroot double's ENROOT_DOUBLE_HANG knob: the step's
+# Each phase is caught with the enroot double's ENROOT_DOUBLE_HANG knob (with a real
+# enroot, tests/harness/fault-enroot.sh puts the same knob in front of it): the step's
 # enroot call of that phase sleeps until killed, so the fault lands exactly there:
 #   import (docker:// image), create (enroot create; both in user_init), start (the
 #   creator task's enroot start, in task_init), join (a second task waiting in
@@ -28,12 +29,15 @@ FULL_MOUNTS=()
 setup_file() {
     [ "$(id -u)" -eq 0 ] || return 0
     local ps="${PXT_HARNESS:-$BATS_TEST_DIRNAME/../harness}/plugstack.sh"
+    # with a real enroot (ENROOT=/path), the double's hang knob goes in front of it
+    "${PXT_HARNESS:-$BATS_TEST_DIRNAME/../harness}/fault-enroot.sh" on >/dev/null
     # the create path (enroot create, then start) and deadlines short enough for a suite
     "$ps" use_squashfuse=0 command_timeout=15 import_timeout=15 >/dev/null 2>&1 || true
 }
 
 teardown_file() {
     [ "$(id -u)" -eq 0 ] || return 0
+    "${PXT_HARNESS:-$BATS_TEST_DIRNAME/../harness}/fault-enroot.sh" off >/dev/null 2>&1 || true
     "${PXT_HARNESS:-$BATS_TEST_DIRNAME/../harness}/plugstack.sh" >/dev/null 2>&1 || true
     local n="${FAULTS_PASSED_FILE:-/tmp/pyxis-rs-faults.count}"
     if [ -f "$n" ]; then
