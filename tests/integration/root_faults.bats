@@ -7,8 +7,9 @@
 # Each phase is caught with the enroot double's ENROOT_DOUBLE_HANG knob (with a real
 # enroot, tests/harness/fault-enroot.sh puts the same knob in front of it): the step's
 # enroot call of that phase sleeps until killed, so the fault lands exactly there:
-#   import (docker:// image), create (enroot create; both in user_init), start (the
-#   creator task's enroot start, in task_init), join (a second task waiting in
+#   import (docker:// image; the digest check in user_init, the import by the creator
+#   task), create (enroot create, by the creator task), start (the creator task's enroot
+#   start, in task_init), join (a second task waiting in
 #   task_init for the creator's container),
 #   export (--container-save), remove (the unnamed container's removal)
 # and the faults are SIGKILL of that enroot process, SIGKILL of the step's slurmstepd,
@@ -156,6 +157,8 @@ hang_step() {
     local phase="$1" hang opts=(--container-image="$PXT_IMAGE") ntasks=1 cmds
     case "$phase" in
         import) hang=import,load,digest cmds="import load digest" opts=(--container-image=docker://127.0.0.1:9/pyxis/none:latest) ;;
+        # the digest check (user_init) fails at once here, so the creator task imports
+        task-import) hang=import,load cmds="import load" opts=(--container-image=docker://127.0.0.1:9/pyxis/none:latest) ;;
         create) hang=create cmds=create ;;
         start) hang=start cmds=start ;;
         join) hang=start cmds=start ntasks=2 ;;
@@ -196,6 +199,16 @@ fault() {
             [ -n "$task" ] && [ "$task" -gt 1 ] || { echo "no parent of $waiter (enroot start $HUNG)" >&2; return 1; }
             if [ "$1" = kill-waiter ]; then kill -9 "$waiter"; else kill -9 "$task"; fi
             ;;
+        kill-task)
+            # import and create: enroot is a child of the creator task (the first task,
+            # in task_init, still a slurmstepd process whose parent is the step's)
+            local task
+            task=$(ps -o ppid= -p "$HUNG" | tr -d ' ')
+            [ -n "$task" ] && [ "$(ps -o comm= -p "$task")" = slurmstepd ] \
+                && [ "$(ps -o comm= -p "$(ps -o ppid= -p "$task" | tr -d ' ')")" = slurmstepd ] \
+                || { printf 'the parent of enroot %s is not a task:\n%s\n' "$HUNG" "$(ps -o pid,ppid,comm -p "$task")" >&2; return 1; }
+            kill -9 "$task"
+            ;;
         scancel)
             sd=$(stepd_of "$JOB")
             [ -n "$sd" ] || { echo "no slurmstepd of job $JOB" >&2; return 1; }
@@ -229,6 +242,18 @@ fault_case() {
 @test "faults: kill-enroot during remove" { fault_case kill-enroot remove; }
 @test "faults: kill-stepd during remove" { fault_case kill-stepd remove; }
 @test "faults: scancel during remove" { fault_case scancel remove; }
+
+@test "faults: SIGKILL of the creator task during import" {
+    hang_step task-import
+    fault kill-task
+    after_fault
+}
+
+@test "faults: SIGKILL of the creator task during create" {
+    hang_step create
+    fault kill-task
+    after_fault
+}
 
 @test "faults: SIGKILL of the creator task during start" {
     hang_step start
