@@ -286,6 +286,13 @@ impl FakeHost {
     pub(super) fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
+    /// The namespace opens among the calls (`open <pid>`), in order.
+    pub(super) fn opens(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("open"))
+            .collect()
+    }
     fn push(&self, s: String) {
         self.calls.borrow_mut().push(s);
     }

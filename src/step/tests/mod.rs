@@ -151,12 +151,7 @@ fn named_container_absent_stopped_running() {
     assert!(plan_of(&phase).mounts.is_empty());
     let (entered, _) = node.run(&mut phase);
     assert_eq!(entered, vec![Ok(()), Ok(())]);
-    let opens = node
-        .host
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("open"))
-        .count();
+    let opens = node.host.opens().len();
     assert_eq!(
         opens,
         1,
@@ -184,13 +179,10 @@ fn a_container_started_meanwhile_is_attached_to_not_started_twice() {
     let calls = node.enroot.calls();
     assert!(!calls.iter().any(|c| c.contains("create")), "{calls:?}");
     // the creator pinned the running container, the other task opened it by pid
-    let opens: Vec<_> = node
-        .host
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("open"))
-        .collect();
-    assert_eq!(opens, vec![format!("open {pid}"), format!("open {pid}")]);
+    assert_eq!(
+        node.host.opens(),
+        vec![format!("open {pid}"), format!("open {pid}")]
+    );
 }
 
 #[test]
@@ -220,13 +212,10 @@ fn a_container_that_stops_while_being_attached_is_started_again() {
         ]
     );
     let pid = std::process::id();
-    let opens: Vec<_> = node
-        .host
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("open"))
-        .collect();
-    assert_eq!(opens, vec!["open 4242".to_owned(), format!("open {pid}")]);
+    assert_eq!(
+        node.host.opens(),
+        vec!["open 4242".to_owned(), format!("open {pid}")]
+    );
 
     // in user_init the same: a listed container that is gone is not attached to, and
     // one that was removed meanwhile is created
