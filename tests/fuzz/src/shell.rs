@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 
+use spank_pyxis::core::bytes;
+
 struct Shell {
     _child: Child,
     stdin: ChildStdin,
@@ -32,8 +34,8 @@ fn spawn() -> Shell {
 
 /// Runs `script` (no NUL bytes; its output must have none either) in a subshell of the
 /// shared `sh` and returns what it printed. The script is written as the plugin writes
-/// the conf script: mapped bytes (`core::bytes`) become the original bytes. A syntax error ends the subshell, not the
-/// shell; a shell that died is a finding.
+/// the conf script: mapped bytes (`core::bytes`) become the original bytes. A syntax
+/// error ends the subshell, not the shell; a shell that died is a finding.
 pub fn run(script: &str) -> Vec<u8> {
     assert!(!script.contains('\0'));
     let mut guard = SHELL.lock().unwrap_or_else(|p| p.into_inner());
@@ -43,7 +45,7 @@ pub fn run(script: &str) -> Vec<u8> {
     // NUL after the subshell marks the end of its output.
     let input = format!("(\n{script}\n) 2>/dev/null </dev/null\nprintf '\\000'\n");
     sh.stdin
-        .write_all(&spank_pyxis::core::bytes::encode(&input))
+        .write_all(&bytes::encode(&input))
         .expect("sh is alive");
     sh.stdin.flush().expect("sh is alive");
     let mut out = Vec::new();
