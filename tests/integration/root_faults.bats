@@ -179,6 +179,10 @@ hang_step() {
     fi
 }
 
+# ppid_of PID, comm_of PID: its parent's pid, its command name (empty once it is gone)
+ppid_of() { ps -o ppid= -p "$1" | tr -d ' '; }
+comm_of() { ps -o comm= -p "$1"; }
+
 # fault FAULT: inject it into the hung step
 fault() {
     local sd
@@ -193,9 +197,9 @@ fault() {
             # the creator task (first task, in task_init) forked the process that waits
             # for the hung enroot start (its parent: enroot runs as the task's grandchild)
             local waiter task
-            waiter=$(ps -o ppid= -p "$HUNG" | tr -d ' ')
+            waiter=$(ppid_of "$HUNG")
             [ -n "$waiter" ] && [ "$waiter" -gt 1 ] || { echo "no parent of enroot start $HUNG" >&2; return 1; }
-            task=$(ps -o ppid= -p "$waiter" | tr -d ' ')
+            task=$(ppid_of "$waiter")
             [ -n "$task" ] && [ "$task" -gt 1 ] || { echo "no parent of $waiter (enroot start $HUNG)" >&2; return 1; }
             if [ "$1" = kill-waiter ]; then kill -9 "$waiter"; else kill -9 "$task"; fi
             ;;
@@ -203,9 +207,9 @@ fault() {
             # import and create: enroot is a child of the creator task (the first task,
             # in task_init, still a slurmstepd process whose parent is the step's)
             local task
-            task=$(ps -o ppid= -p "$HUNG" | tr -d ' ')
-            [ -n "$task" ] && [ "$(ps -o comm= -p "$task")" = slurmstepd ] \
-                && [ "$(ps -o comm= -p "$(ps -o ppid= -p "$task" | tr -d ' ')")" = slurmstepd ] \
+            task=$(ppid_of "$HUNG")
+            [ -n "$task" ] && [ "$(comm_of "$task")" = slurmstepd ] \
+                && [ "$(comm_of "$(ppid_of "$task")")" = slurmstepd ] \
                 || { printf 'the parent of enroot %s is not a task:\n%s\n' "$HUNG" "$(ps -o pid,ppid,comm -p "$task")" >&2; return 1; }
             kill -9 "$task"
             ;;
