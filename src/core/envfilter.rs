@@ -96,8 +96,8 @@ pub const LOCALE_VARS: [&str; 3] = ["LANG", "LANGUAGE", "LC_ALL"];
 pub struct EnrootEnvInput<'a> {
     /// The job (or task) environment, `KEY=VALUE` entries as Slurm gives them.
     pub job_env: &'a [OsString],
-    /// slurmstepd's own `PATH`, used to find `enroot`.
-    pub host_path: Option<&'a str>,
+    /// slurmstepd's own `PATH`, used to find `enroot`, as bytes (not UTF-8 is fine).
+    pub host_path: Option<&'a OsStr>,
     /// Job user id.
     pub uid: u32,
     /// Job group id.
@@ -159,7 +159,7 @@ pub fn enroot_env(input: &EnrootEnvInput<'_>) -> EnvPairs {
     upsert(
         &mut env,
         OsStr::new("PATH"),
-        input.host_path.unwrap_or(DEFAULT_PATH),
+        input.host_path.unwrap_or(OsStr::new(DEFAULT_PATH)),
     );
     for entry in input.job_env {
         if denied_for_enroot(entry) {
@@ -300,7 +300,7 @@ mod tests {
         let runtime = PathBuf::from("/run/pyxis");
         enroot_env(&EnrootEnvInput {
             job_env: &job_env,
-            host_path,
+            host_path: host_path.map(OsStr::new),
             uid: 1000,
             gid: 100,
             args,
@@ -512,6 +512,22 @@ mod tests {
             )
         );
         assert_eq!(env[2].0, OsString::from_vec(b"\xff".to_vec()));
+    }
+
+    #[test]
+    fn a_host_path_that_is_not_utf8_reaches_enroot_unchanged() {
+        let path = OsString::from_vec(b"/opt/\xe9t\xe9/bin:/usr/bin".to_vec());
+        let runtime = PathBuf::from("/run/pyxis");
+        let env = enroot_env(&EnrootEnvInput {
+            job_env: &[],
+            host_path: Some(&path),
+            uid: 1,
+            gid: 1,
+            args: &Args::default(),
+            runtime_path: &runtime,
+            version: "0.24.0",
+        });
+        assert_eq!(env[0], ("PATH".into(), path));
     }
 
     #[test]

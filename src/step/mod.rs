@@ -143,7 +143,7 @@ impl Step {
     /// text as `core` handles it: mapped bytes become the original bytes here
     /// (`core::bytes`), so values reach enroot exactly as the user gave them.
     fn enroot(&self, argv: &[&str], job_env: &[OsString]) -> Invocation {
-        let host_path = std::env::var("PATH").ok();
+        let host_path = std::env::var_os("PATH");
         let env = enroot_env(&EnrootEnvInput {
             job_env,
             host_path: host_path.as_deref(),

@@ -355,7 +355,7 @@ pub fn envfilter(data: &[u8]) {
     let args = Args::default();
     let env = envfilter::enroot_env(&EnrootEnvInput {
         job_env: &entries,
-        host_path: Some("/usr/bin:/bin"),
+        host_path: Some(OsStr::new("/usr/bin:/bin")),
         uid: 1000,
         gid: 1000,
         args: &args,
