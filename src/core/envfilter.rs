@@ -295,12 +295,12 @@ mod tests {
         p.iter().map(|(k, v)| (k.into(), v.into())).collect()
     }
 
-    fn env_for(job_env: &[&str], host_path: Option<&str>, args: &Args) -> EnvPairs {
+    fn env_for(job_env: &[&str], host_path: Option<&OsStr>, args: &Args) -> EnvPairs {
         let job_env: Vec<OsString> = job_env.iter().map(OsString::from).collect();
         let runtime = PathBuf::from("/run/pyxis");
         enroot_env(&EnrootEnvInput {
             job_env: &job_env,
-            host_path: host_path.map(OsStr::new),
+            host_path,
             uid: 1000,
             gid: 100,
             args,
@@ -328,7 +328,7 @@ mod tests {
             .map(String::from),
         );
         let refs: Vec<&str> = job.iter().map(String::as_str).collect();
-        let env = env_for(&refs, Some("/sbin:/bin"), &Args::default());
+        let env = env_for(&refs, Some(OsStr::new("/sbin:/bin")), &Args::default());
         assert_eq!(
             env,
             pairs(&[
@@ -383,7 +383,11 @@ mod tests {
 
     #[test]
     fn duplicate_job_entries_last_wins() {
-        let env = env_for(&["X=1", "Y=2", "X=3"], Some("/bin"), &Args::default());
+        let env = env_for(
+            &["X=1", "Y=2", "X=3"],
+            Some(OsStr::new("/bin")),
+            &Args::default(),
+        );
         assert_eq!(&env[1..3], &pairs(&[("X", "3"), ("Y", "2")])[..]);
     }
 
@@ -517,16 +521,7 @@ mod tests {
     #[test]
     fn a_host_path_that_is_not_utf8_reaches_enroot_unchanged() {
         let path = OsString::from_vec(b"/opt/\xe9t\xe9/bin:/usr/bin".to_vec());
-        let runtime = PathBuf::from("/run/pyxis");
-        let env = enroot_env(&EnrootEnvInput {
-            job_env: &[],
-            host_path: Some(&path),
-            uid: 1,
-            gid: 1,
-            args: &Args::default(),
-            runtime_path: &runtime,
-            version: "0.24.0",
-        });
+        let env = env_for(&[], Some(&path), &Args::default());
         assert_eq!(env[0], ("PATH".into(), path));
     }
 
