@@ -122,9 +122,10 @@ pub fn args(data: &[u8]) {
                 assert_eq!(args, before, "a rejected {id:?} changed the options");
             }
         }
-        let kept = match args.mounts.starts_with(&before.mounts) {
-            true => before.mounts.len(),
-            false => 0,
+        let kept = if args.mounts.starts_with(&before.mounts) {
+            before.mounts.len()
+        } else {
+            0
         };
         assert_option_invariants(&args, kept);
     }
